@@ -1,0 +1,157 @@
+"""The command line: ``python -m mechat serve | chat``.
+
+This module only parses arguments and wires the pieces together; every
+behaviour lives in the module it names.
+"""
+
+import argparse
+import logging
+import signal
+import sys
+from types import FrameType
+from typing import Callable, Dict, List, Optional
+
+from mechat import __version__, protocol
+from mechat.server import ChatServer, Limits
+
+
+def port_number(text: str) -> int:
+    """Parse a TCP port, 0 to 65535, for argparse."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a port number: %r" % text) from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("a port is 0 to 65535, not %d" % port)
+    return port
+
+
+def at_least(minimum: float, kind: Callable[[str], float]) -> Callable[[str], float]:
+    """Make an argparse type that refuses numbers below ``minimum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError("must be at least %g, not %s" % (minimum, text))
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_address(parser: argparse.ArgumentParser) -> None:
+    """Add --host and --port, with the defaults that serve and chat share."""
+    parser.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=port_number, default=protocol.DEFAULT_PORT, help="TCP port (default: %(default)s)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="mechat",
+        description="A chat server that pairs two strangers, and its terminal client.",
+        epilog="Start a server with 'mechat serve', then run 'mechat chat' in two other terminals.",
+    )
+    parser.add_argument("--version", action="version", version="mechat %s (protocol %s)"
+                        % (__version__, protocol.PROTOCOL_VERSION))
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_serve_command(commands)
+    add_chat_command(commands)
+    return parser
+
+
+def add_serve_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Define 'mechat serve'."""
+    serve = commands.add_parser(
+        "serve",
+        help="run the chat server",
+        description="Run the chat server until Ctrl-C or SIGTERM. The limits are those of spec section 9.",
+    )
+    add_address(serve)
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="least important log messages to show (default: %(default)s)",
+    )
+    serve.add_argument("--max-clients", type=at_least(1, int), default=protocol.DEFAULT_MAX_CLIENTS,
+                       metavar="N", help="connections served at once (default: %(default)s)")
+    serve.add_argument("--nick-timeout", type=at_least(0.1, float), default=protocol.DEFAULT_NICKNAME_TIMEOUT,
+                       metavar="SECONDS", help="time a client has to choose a nickname (default: %(default)s)")
+    serve.add_argument("--send-timeout", type=at_least(0.1, float), default=protocol.DEFAULT_SEND_TIMEOUT,
+                       metavar="SECONDS",
+                       help="time a write may block before a client that does not read is dropped"
+                       " (default: %(default)s)")
+    serve.add_argument("--max-rate", type=at_least(0, float), default=protocol.DEFAULT_MAX_RATE,
+                       metavar="LINES_PER_SECOND",
+                       help="lines a second one client may send; 0 turns flood control off (default: %(default)s)")
+    serve.set_defaults(run=run_serve)
+
+
+def add_chat_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Define 'mechat chat'."""
+    chat = commands.add_parser(
+        "chat",
+        help="chat with a stranger",
+        description="Connect to a mechat server and chat. End with /quit or Ctrl-D.",
+    )
+    add_address(chat)
+    chat.add_argument("--nick", metavar="NAME", help="nickname to use (default: ask)")
+    chat.add_argument("--no-color", dest="color", action="store_false",
+                      help="never colour the output (NO_COLOR in the environment does the same)")
+    chat.set_defaults(run=run_chat)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve until interrupted; return the exit status."""
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    limits = Limits(
+        max_clients=args.max_clients,
+        nickname_timeout=args.nick_timeout,
+        send_timeout=args.send_timeout,
+        max_rate=args.max_rate,
+    )
+    try:
+        server = ChatServer((args.host, args.port), limits)
+    except OSError as error:
+        print("mechat: cannot listen on %s:%d: %s" % (args.host, args.port, error.strerror or error),
+              file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, interrupt)
+    logging.getLogger("mechat").info("mechat %s listening on %s:%d", __version__, args.host, server.port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        logging.getLogger("mechat").info("shutting down")
+    finally:
+        server.server_close()
+    return 0
+
+
+def interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    """Turn SIGTERM into the same clean stop as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    """Chat until either side leaves; return the exit status."""
+    from mechat import client
+
+    return client.main(args.host, args.port, args.nick, args.color)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command named on the command line."""
+    args = build_parser().parse_args(argv)
+    status: int = args.run(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
