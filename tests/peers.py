@@ -1,0 +1,113 @@
+"""Test peers: real sockets on 127.0.0.1 that check every line they receive.
+
+A :class:`Peer` is a fake client in the style of 500 Lines' ``cluster``
+tests: it fails on any line nobody expected, so a test that ignores an
+unexpected reply cannot pass by accident.  Every read has a deadline; no
+test ever sleeps to wait for the server.
+"""
+
+import socket
+import struct
+import time
+from typing import Callable, List, Optional, Union
+
+#: Seconds any single expected line may take to arrive.
+TIMEOUT = 5.0
+
+#: Called with ("c2s" or "s2c", line) for every whole line a Peer sends or
+#: receives; the wire-check fixture in conftest.py installs it.
+Recorder = Callable[[str, bytes], None]
+
+
+class Peer:
+    """One test client connected to a server."""
+
+    recorder: Optional[Recorder] = None
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+        self.buffer = b""
+        self.eof = False
+
+    # -- Sending --------------------------------------------------------------
+
+    def send(self, *lines: Union[str, bytes]) -> None:
+        """Send each line with an LF after it, all in one write."""
+        encoded = [line.encode("utf-8") if isinstance(line, str) else line for line in lines]
+        for line in encoded:
+            self.record("c2s", line)
+        self.sock.sendall(b"".join(line + b"\n" for line in encoded))
+
+    def send_raw(self, data: bytes) -> None:
+        """Send bytes exactly as given: no LF added, nothing recorded."""
+        self.sock.sendall(data)
+
+    # -- Receiving ------------------------------------------------------------
+
+    def read_line(self, timeout: float = TIMEOUT) -> bytes:
+        """Return the next line without its LF; fail on timeout or end of file."""
+        line = self.next_line(timeout)
+        assert line is not None, "connection closed; still buffered: %r" % self.buffer
+        return line
+
+    def next_line(self, timeout: float = TIMEOUT) -> Optional[bytes]:
+        """Return the next line, or None at end of file; fail on timeout."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            if self.eof:
+                return None
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, "no line within %.1f s; buffered: %r" % (timeout, self.buffer[:200])
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                data = b""
+            self.eof = not data
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        self.record("s2c", line)
+        return line
+
+    def expect(self, *lines: Union[str, bytes], timeout: float = TIMEOUT) -> None:
+        """Read one line per argument and fail unless each is exactly as given."""
+        for expected in lines:
+            want = expected.encode("utf-8") if isinstance(expected, str) else expected
+            got = self.read_line(timeout)
+            assert got == want, "expected %r, got %r" % (want, got)
+
+    def expect_closed(self, timeout: float = TIMEOUT) -> None:
+        """Fail unless the server closes the connection with nothing more to say."""
+        line = self.next_line(timeout)
+        assert line is None, "expected the connection to close, got %r" % line
+        assert not self.buffer, "unterminated bytes before close: %r" % self.buffer
+
+    def record(self, direction: str, line: bytes) -> None:
+        """Hand a whole line to the wire recorder, if one is installed."""
+        if Peer.recorder is not None:
+            Peer.recorder(direction, line)
+
+    # -- Ending ---------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Abort the connection with a TCP reset (SO_LINGER 0), not a FIN."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self) -> None:
+        """Close the connection normally."""
+        self.sock.close()
+
+
+def pair(port: int, first: str = "alice", second: str = "bob") -> List[Peer]:
+    """Connect two peers and see them matched, the first one after a #wait."""
+    a = Peer(port)
+    a.send(first)
+    a.expect("#wait")
+    b = Peer(port)
+    b.send(second)
+    b.expect("#matched_to_" + first)
+    a.expect("#matched_to_" + second)
+    return [a, b]
