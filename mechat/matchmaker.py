@@ -50,6 +50,10 @@ class Chatter:
         #: Lines owed to this connection, oldest first, LF included.
         self.outbox: Deque[bytes] = deque()
 
+    def hung_up(self) -> bool:
+        """Tell whether the client has already closed or reset; the server knows how."""
+        return False
+
     def __repr__(self) -> str:
         return "<%s %s %r %s>" % (type(self).__name__, self.address, self.nickname, self.phase.name)
 
@@ -87,12 +91,12 @@ class Matchmaker:
             if chatter.phase is not Phase.NICKNAME:
                 return None  # closed by shutdown while it chose a name
             chatter.nickname = nickname
-            if not self._waiting:
+            partner = self._next_live_waiter()
+            if partner is None:
                 chatter.phase = Phase.WAITING
                 self._waiting.append(chatter)
                 self._owe(chatter, notice(Notice.WAIT))
                 return None
-            partner = self._waiting.popleft()
             self._pair(chatter, partner)
             return partner
 
@@ -191,6 +195,20 @@ class Matchmaker:
         """End a pair on both sides at once; call with the lock held."""
         chatter.partner = partner.partner = None
         chatter.phase = partner.phase = Phase.CLOSED
+
+    def _next_live_waiter(self) -> Optional[Chatter]:
+        """Pop the longest waiter whose client is still there; call with the lock held.
+
+        A waiter's own thread withdraws it when it reads the close, but a
+        newcomer may be paired in the moment between the close arriving and
+        that thread waking.  Asking first closes that window (§7.2).
+        """
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.hung_up():
+                return waiter
+            waiter.phase = Phase.CLOSED  # its own thread will leave() soon
+        return None
 
     def _withdraw(self, chatter: Chatter) -> None:
         """Take a chatter out of the waiting queue if it is there; call with the lock held."""

@@ -28,6 +28,7 @@ What keeps one bad client from hurting the others (spec §9):
 """
 
 import logging
+import select
 import socket
 import socketserver
 import threading
@@ -77,6 +78,22 @@ class Connection(Chatter):
             owed = matchmaker.take_owed(self)
             if owed and not self._closed:
                 self.sock.sendall(owed)
+
+    def hung_up(self) -> bool:
+        """Tell, without reading, whether the client has closed or reset.
+
+        poll() reports POLLRDHUP once the client's FIN has arrived and
+        POLLHUP or POLLERR after a reset, while the unread bytes stay where
+        they are for the handler.  Where POLLRDHUP does not exist (it is
+        Linux's), the answer is "not yet", and the handler finds out itself.
+        """
+        gone = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
+        poller = select.poll()
+        with self._life_lock:
+            if self._closed:
+                return True
+            poller.register(self.sock, gone)
+            return bool(poller.poll(0))
 
     def hang_up(self, how: int = socket.SHUT_RDWR) -> None:
         """Shut the socket from another thread, which wakes its handler's recv()."""

@@ -6,6 +6,7 @@ from typing import Any, Callable, Iterator, List, Tuple
 import pytest
 
 from mechat.server import ChatServer, Limits
+from tests.peers import Peer
 
 StartServer = Callable[..., ChatServer]
 
@@ -33,3 +34,12 @@ def start_server() -> Iterator[StartServer]:
 def server(start_server: StartServer) -> ChatServer:
     """One server with the default limits."""
     return start_server()
+
+
+@pytest.fixture(autouse=True)
+def close_peers() -> Iterator[None]:
+    """Close every test Peer a test leaves open."""
+    yield
+    for peer in Peer.opened:
+        peer.close()
+    Peer.opened.clear()

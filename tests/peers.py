@@ -23,11 +23,14 @@ class Peer:
     """One test client connected to a server."""
 
     recorder: Optional[Recorder] = None
+    #: Every Peer not yet closed; conftest.py closes them after each test.
+    opened: List["Peer"] = []
 
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
         self.buffer = b""
         self.eof = False
+        Peer.opened.append(self)
 
     # -- Sending --------------------------------------------------------------
 
