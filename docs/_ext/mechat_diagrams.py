@@ -1,0 +1,100 @@
+"""Sphinx extension: draw the protocol from the real server and the real state table.
+
+When the build starts, it runs every scenario in ``scenarios.py`` against a
+live server and writes one PlantUML sequence diagram per scenario, then the
+state diagram and the state table from :data:`mechat.protocol.TRANSITIONS`.
+The pages include them from ``_generated/``.  Nothing here is drawn by hand,
+so a change in the server's behaviour either changes the pictures or, when
+the scenario's expectations no longer hold, fails the build.
+"""
+
+import csv
+import io
+import logging as stdlib_logging
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from mechat.protocol import TRANSITIONS, Phase
+from scenarios import SCENARIOS, record
+from session import record_session
+from sphinx.application import Sphinx
+from sphinx.util import logging
+from wire import SERVER, Step, Transcript
+
+log = logging.getLogger(__name__)
+
+#: Characters that PlantUML's creole markup would read as formatting.
+MARKUP_RE = re.compile(r'\*\*|//|__|--|~~|""|\[\[|[<>\\]')
+
+
+def wire_label(text: str) -> str:
+    """Show a protocol line in monospace; ``""`` also keeps a leading # from being a list marker."""
+    if MARKUP_RE.search(text):
+        raise ValueError("pick an example line without PlantUML markup: %r" % text)
+    return '""%s""' % text
+
+
+def arrow(step: Step) -> str:
+    """Return the PlantUML line for one step: a solid arrow for a line, dotted for an event."""
+    if step.sender == step.receiver:
+        return "note over %s : %s" % (step.sender, step.text)
+    if step.is_line:
+        return "%s -> %s : %s" % (step.sender, step.receiver, wire_label(step.text))
+    return "%s -[#888888]->> %s : //%s//" % (step.sender, step.receiver, step.text)
+
+
+def sequence_diagram(transcript: Transcript) -> str:
+    """Return a PlantUML sequence diagram: the first client, the server, then the others."""
+    first, *others = [party.name for party in transcript.parties]
+    lines = ["@startuml", "hide footbox", "skinparam sequenceMessageAlign left"]
+    lines += ['participant "%s" as %s' % (name, name) for name in [first, SERVER, *others]]
+    lines += [arrow(step) for step in transcript.steps]
+    return "\n".join([*lines, "@enduml", ""])
+
+
+def state_diagram() -> str:
+    """Return a PlantUML state diagram with one arrow per phase pair, labelled with its events."""
+    edges: Dict[Tuple[Phase, Phase], List[str]] = defaultdict(list)
+    for (phase, event), transition in TRANSITIONS.items():
+        edges[phase, transition.next_phase].append("%s → %s" % (event.value, transition.reply))
+    lines = ["@startuml", "!pragma layout smetana", "hide empty description", "[*] --> NICKNAME : connect"]
+    for (source, target), labels in edges.items():
+        lines.append("%s --> %s : %s" % (source.name, target.name, "\\n".join(labels)))
+    return "\n".join([*lines, "CLOSED --> [*]", "@enduml", ""])
+
+
+def state_table() -> str:
+    """Return the state table as CSV: phase, event, reply, next phase."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for (phase, event), transition in TRANSITIONS.items():
+        writer.writerow([phase.name, event.value, transition.reply, transition.next_phase.name])
+    return out.getvalue()
+
+
+def write_if_changed(path: Path, text: str) -> None:
+    """Write ``text`` unless the file already holds it, so Sphinx rebuilds only what changed."""
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+
+
+def generate(app: Sphinx) -> None:
+    """Run the scenarios and write every generated diagram and table."""
+    out = Path(app.srcdir) / "_generated"
+    out.mkdir(exist_ok=True)
+    stdlib_logging.getLogger("mechat").setLevel(stdlib_logging.WARNING)  # the server's INFO log is noise here
+    for name, script in SCENARIOS.items():
+        log.info("mechat: recording scenario %s", name)
+        write_if_changed(out / ("%s.puml" % name), sequence_diagram(record(script)))
+    write_if_changed(out / "states.puml", state_diagram())
+    write_if_changed(out / "state-table.csv", state_table())
+    for name, lines in record_session().items():
+        write_if_changed(out / ("session-%s.txt" % name), "\n".join([*lines, ""]))
+
+
+def setup(app: Sphinx) -> Dict[str, Any]:
+    """Register the generator to run when the build starts."""
+    app.connect("builder-inited", generate)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
