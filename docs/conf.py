@@ -77,3 +77,4 @@ def plantuml_command() -> str:
 plantuml = plantuml_command()
 plantuml_output_format = "svg_img"  # plain <img> of a static SVG: no script, no CDN
 plantuml_batch_size = 50  # one JVM start for all the diagrams
+plantuml_cache_path = "../plantuml-cache"  # beside the output, not published inside it

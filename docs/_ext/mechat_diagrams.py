@@ -55,12 +55,22 @@ def sequence_diagram(transcript: Transcript) -> str:
 
 
 def state_diagram() -> str:
-    """Return a PlantUML state diagram with one arrow per phase pair, labelled with its events."""
-    edges: Dict[Tuple[Phase, Phase], List[str]] = defaultdict(list)
-    for (phase, event), transition in TRANSITIONS.items():
-        edges[phase, transition.next_phase].append("%s → %s" % (event.value, transition.reply))
+    """Return a PlantUML state diagram: staying transitions inside each state, the others as arrows.
+
+    A transition that keeps the phase is written in the state's box as
+    ``event → reply`` (an arrow for each would bury the diagram in loops).
+    The arrows that change the phase name their events only, to keep the
+    picture narrow enough to read; the state table beside it gives their replies.
+    """
     lines = ["@startuml", "!pragma layout smetana", "hide empty description", "[*] --> NICKNAME : connect"]
-    for (source, target), labels in edges.items():
+    arrows: Dict[Tuple[Phase, Phase], List[str]] = defaultdict(list)
+    for (phase, event), transition in TRANSITIONS.items():
+        if transition.next_phase is phase:
+            reply = transition.reply.replace("; ", ";\\n    ")  # one notice a line
+            lines.append("%s : %s → %s" % (phase.name, event.value, reply))
+        else:
+            arrows[phase, transition.next_phase].append(event.value)
+    for (source, target), labels in arrows.items():
         lines.append("%s --> %s : %s" % (source.name, target.name, "\\n".join(labels)))
     return "\n".join([*lines, "CLOSED --> [*]", "@enduml", ""])
 
