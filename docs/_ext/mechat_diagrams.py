@@ -16,12 +16,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from mechat.protocol import TRANSITIONS, Phase
 from scenarios import SCENARIOS, record
 from session import record_session
 from sphinx.application import Sphinx
 from sphinx.util import logging
 from wire import SERVER, Step, Transcript
+
+from mechat.protocol import TRANSITIONS, Phase
 
 log = logging.getLogger(__name__)
 

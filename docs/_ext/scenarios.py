@@ -9,9 +9,10 @@ docstring.
 
 from typing import Callable, Dict, Tuple
 
+from wire import Party, Transcript, running_server, wait_until_all_left
+
 from mechat.server import ChatServer
 from tests.peers import Peer
-from wire import Party, Transcript, running_server, wait_until_all_left
 
 Script = Callable[[Transcript, ChatServer], None]
 

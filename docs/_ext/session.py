@@ -14,9 +14,10 @@ import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
+from wire import ScenarioError, running_server
+
 from mechat.client import ChatClient, Screen
 from tests.peers import TIMEOUT
-from wire import ScenarioError, running_server
 
 
 class RecordingScreen(Screen):
