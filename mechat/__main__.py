@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 from types import FrameType
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 from mechat import __version__, protocol
 from mechat.server import ChatServer, Limits
@@ -57,8 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="A chat server that pairs two strangers, and its terminal client.",
         epilog="Start a server with 'mechat serve', then run 'mechat chat' in two other terminals.",
     )
-    parser.add_argument("--version", action="version", version="mechat %s (protocol %s)"
-                        % (__version__, protocol.PROTOCOL_VERSION))
+    parser.add_argument(
+        "--version",
+        action="version",
+        version="mechat %s (protocol %s)" % (__version__, protocol.PROTOCOL_VERSION),
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_command(commands)
     add_chat_command(commands)
@@ -80,17 +83,34 @@ def add_serve_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="least important log messages to show (default: %(default)s)",
     )
-    serve.add_argument("--max-clients", type=at_least(1, int), default=protocol.DEFAULT_MAX_CLIENTS,
-                       metavar="N", help="connections served at once (default: %(default)s)")
-    serve.add_argument("--nick-timeout", type=at_least(0.1, float), default=protocol.DEFAULT_NICKNAME_TIMEOUT,
-                       metavar="SECONDS", help="time a client has to choose a nickname (default: %(default)s)")
-    serve.add_argument("--send-timeout", type=at_least(0.1, float), default=protocol.DEFAULT_SEND_TIMEOUT,
-                       metavar="SECONDS",
-                       help="time a write may block before a client that does not read is dropped"
-                       " (default: %(default)s)")
-    serve.add_argument("--max-rate", type=at_least(0, float), default=protocol.DEFAULT_MAX_RATE,
-                       metavar="LINES_PER_SECOND",
-                       help="lines a second one client may send; 0 turns flood control off (default: %(default)s)")
+    serve.add_argument(
+        "--max-clients",
+        type=at_least(1, int),
+        default=protocol.DEFAULT_MAX_CLIENTS,
+        metavar="N",
+        help="connections served at once (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--nick-timeout",
+        type=at_least(0.1, float),
+        default=protocol.DEFAULT_NICKNAME_TIMEOUT,
+        metavar="SECONDS",
+        help="time a client has to choose a nickname (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--send-timeout",
+        type=at_least(0.1, float),
+        default=protocol.DEFAULT_SEND_TIMEOUT,
+        metavar="SECONDS",
+        help="time a write may block before a client that does not read is dropped (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-rate",
+        type=at_least(0, float),
+        default=protocol.DEFAULT_MAX_RATE,
+        metavar="LINES_PER_SECOND",
+        help="lines a second one client may send; 0 turns flood control off (default: %(default)s)",
+    )
     serve.set_defaults(run=run_serve)
 
 
@@ -103,8 +123,12 @@ def add_chat_command(commands: "argparse._SubParsersAction[argparse.ArgumentPars
     )
     add_address(chat)
     chat.add_argument("--nick", metavar="NAME", help="nickname to use (default: ask)")
-    chat.add_argument("--no-color", dest="color", action="store_false",
-                      help="never colour the output (NO_COLOR in the environment does the same)")
+    chat.add_argument(
+        "--no-color",
+        dest="color",
+        action="store_false",
+        help="never colour the output (NO_COLOR in the environment does the same)",
+    )
     chat.set_defaults(run=run_chat)
 
 
@@ -120,8 +144,10 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         server = ChatServer((args.host, args.port), limits)
     except OSError as error:
-        print("mechat: cannot listen on %s:%d: %s" % (args.host, args.port, error.strerror or error),
-              file=sys.stderr)
+        print(
+            "mechat: cannot listen on %s:%d: %s" % (args.host, args.port, error.strerror or error),
+            file=sys.stderr,
+        )
         return 1
     signal.signal(signal.SIGTERM, interrupt)
     logging.getLogger("mechat").info("mechat %s listening on %s:%d", __version__, args.host, server.port)

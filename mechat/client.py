@@ -21,6 +21,7 @@ held and sent once a partner is found rather than refused with ``#wait``.
 The main thread only starts both and waits for the session to end.
 """
 
+import contextlib
 import os
 import socket
 import sys
@@ -55,6 +56,9 @@ SENTENCES = {
     Notice.SERVER_FULL: "The server is full. Try again later.",
     Notice.SERVER_SHUTDOWN: "The server is shutting down. Goodbye.",
 }
+
+#: Before a nickname is accepted, the only command is /quit (spec §7.1).
+NO_COMMANDS_YET = "Choose a nickname first; until then the only command is /quit."
 
 #: Notices after which the server closes the connection (spec §6).
 FINAL_NOTICES = (Notice.USER_QUIT, Notice.NICKNAME_TIMEOUT, Notice.SERVER_FULL, Notice.SERVER_SHUTDOWN)
@@ -161,7 +165,10 @@ class ChatClient:
         except ValueError:
             self.screen.info("The server sent something unexpected: %r" % line)
             return
-        self.screen.info(SENTENCES[name].format(nick=nick, partner=self.partner or "Your partner"))
+        sentence = SENTENCES[name]
+        if name is Notice.INVALID_COMMAND and self.phase is Phase.NICKNAME:
+            sentence = NO_COMMANDS_YET
+        self.screen.info(sentence.format(nick=nick, partner=self.partner or "Your partner"))
         self.follow(name, nick)
 
     def follow(self, name: Notice, nick: str) -> None:
@@ -243,11 +250,8 @@ class ChatClient:
 
     def send_line(self, text: str) -> None:
         """Send one line; a dead connection is the reader's to report."""
-        with self._send_lock:
-            try:
-                self.sock.sendall(text.encode("utf-8", "replace") + protocol.LF)
-            except OSError:
-                pass
+        with self._send_lock, contextlib.suppress(OSError):
+            self.sock.sendall(text.encode("utf-8", "replace") + protocol.LF)
 
 
 def server_lines(sock: socket.socket) -> Iterator[str]:
@@ -287,8 +291,12 @@ def main(host: str, port: int, nickname: Optional[str], color: bool) -> int:
     try:
         sock = socket.create_connection((host, port), timeout=10)
     except OSError as error:
-        print("mechat: cannot connect to %s:%d: %s" % (host, port, error.strerror or error), file=sys.stderr)
-        print("mechat: is the server running? Start one with: python -m mechat serve", file=sys.stderr)
+        reason = error.strerror or str(error)
+        print(
+            "mechat: cannot connect to %s:%d (%s). Is a server running there? Start one with 'mechat serve'."
+            % (host, port, reason),
+            file=sys.stderr,
+        )
         return 1
     sock.settimeout(None)
     if nickname is None:
