@@ -42,6 +42,33 @@ def at_least(minimum: float, kind: Callable[[str], float]) -> Callable[[str], fl
     return parse
 
 
+#: The serve flags for the limits of spec §9: flag, type, default, metavar, meaning.
+LIMIT_FLAGS = [
+    ("--max-clients", at_least(1, int), protocol.DEFAULT_MAX_CLIENTS, "N", "connections served at once"),
+    (
+        "--nick-timeout",
+        at_least(0.1, float),
+        protocol.DEFAULT_NICKNAME_TIMEOUT,
+        "SECONDS",
+        "time a new client has to choose a nickname",
+    ),
+    (
+        "--send-timeout",
+        at_least(0.1, float),
+        protocol.DEFAULT_SEND_TIMEOUT,
+        "SECONDS",
+        "time a write may block before a client that does not read is dropped",
+    ),
+    (
+        "--max-rate",
+        at_least(0, float),
+        protocol.DEFAULT_MAX_RATE,
+        "LINES_PER_SECOND",
+        "lines a second one client may send; 0 turns flood control off",
+    ),
+]
+
+
 def add_address(parser: argparse.ArgumentParser) -> None:
     """Add --host and --port, with the defaults that serve and chat share."""
     parser.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
@@ -83,34 +110,10 @@ def add_serve_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="least important log messages to show (default: %(default)s)",
     )
-    serve.add_argument(
-        "--max-clients",
-        type=at_least(1, int),
-        default=protocol.DEFAULT_MAX_CLIENTS,
-        metavar="N",
-        help="connections served at once (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--nick-timeout",
-        type=at_least(0.1, float),
-        default=protocol.DEFAULT_NICKNAME_TIMEOUT,
-        metavar="SECONDS",
-        help="time a client has to choose a nickname (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--send-timeout",
-        type=at_least(0.1, float),
-        default=protocol.DEFAULT_SEND_TIMEOUT,
-        metavar="SECONDS",
-        help="time a write may block before a client that does not read is dropped (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--max-rate",
-        type=at_least(0, float),
-        default=protocol.DEFAULT_MAX_RATE,
-        metavar="LINES_PER_SECOND",
-        help="lines a second one client may send; 0 turns flood control off (default: %(default)s)",
-    )
+    for flag, kind, default, metavar, meaning in LIMIT_FLAGS:
+        serve.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=meaning + " (default: %(default)s)"
+        )
     serve.set_defaults(run=run_serve)
 
 
