@@ -99,11 +99,14 @@ class Screen:
 
 def typed_so_far() -> str:
     """Return the text the user has typed at the prompt, where readline can tell."""
-    try:
-        import readline
-    except ImportError:  # pragma: no cover - Windows
-        return ""
-    return readline.get_line_buffer()
+    readline = sys.modules.get("readline")
+    return str(readline.get_line_buffer()) if readline else ""
+
+
+def enable_line_editing() -> None:
+    """Load readline, where there is one, so input() edits lines and keeps the typed text."""
+    with contextlib.suppress(ImportError):  # Windows has none
+        import readline  # noqa: F401  (input() uses it once it is imported)
 
 
 class ChatClient:
@@ -272,6 +275,7 @@ def keyboard_lines(stream: TextIO, interactive: bool, prompt: Callable[[], str])
         for line in stream:
             yield line.rstrip("\r\n")
         return
+    enable_line_editing()
     while True:
         try:
             yield input(prompt())
