@@ -88,12 +88,13 @@ class Screen:
     def show(self, text: str) -> None:
         """Print a timestamped line without garbling what the user is typing."""
         stamped = "[%s] %s" % (time.strftime("%H:%M"), text)
-        with self._lock:
-            if self.interactive:
-                # Clear the prompt line, print, then redraw prompt and typed text.
-                self.out.write("\r\x1b[K%s\n%s%s" % (stamped, self.prompt, typed_so_far()))
-            else:
-                self.out.write(stamped + "\n")
+        if self.interactive:  # clear the prompt line, print, redraw the prompt and typed text
+            stamped = "\r\x1b[K%s\n%s%s" % (stamped, self.prompt, typed_so_far())
+        else:
+            stamped += "\n"
+        # Output may be gone (a closed pipe, as in `mechat chat | head`): then there is no one to tell.
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            self.out.write(stamped)
             self.out.flush()
 
 
@@ -183,8 +184,7 @@ class ChatClient:
                 self.exit_status = 1
             self.set_phase(Phase.CLOSED)
         elif name is Notice.MATCHED_TO:
-            self.set_phase(Phase.CHATTING)
-            self.send_held()
+            self.start_chatting()
         elif name is Notice.WAIT and self.phase is Phase.NICKNAME:
             self.set_phase(Phase.WAITING)
         elif self.phase is Phase.NICKNAME:  # any other answer refuses the nickname
@@ -244,16 +244,29 @@ class ChatClient:
         self.screen.prompt = ""
         self.send_line(nickname)
 
-    def send_held(self) -> None:
-        """Send the lines typed while waiting, now that there is a partner."""
-        with self.changed:
-            held, self.held = self.held, []
-        for line in held:
-            self.send_line(line)
+    def start_chatting(self) -> None:
+        """Enter the chatting phase and send the held lines before any typed later.
+
+        The send lock is taken before the phase changes, so a writer that
+        sees CHATTING and sends at once queues behind the held lines.
+        """
+        with self._send_lock:
+            with self.changed:
+                held, self.held = self.held, []
+                self.phase = Phase.CHATTING
+                self.nickname_pending = False
+                self.changed.notify_all()
+            for line in held:
+                self._send(line)
 
     def send_line(self, text: str) -> None:
-        """Send one line; a dead connection is the reader's to report."""
-        with self._send_lock, contextlib.suppress(OSError):
+        """Send one line, whole, between other threads' lines."""
+        with self._send_lock:
+            self._send(text)
+
+    def _send(self, text: str) -> None:
+        """Write one line; call with the send lock held.  A dead connection is the reader's to report."""
+        with contextlib.suppress(OSError):
             self.sock.sendall(text.encode("utf-8", "replace") + protocol.LF)
 
 

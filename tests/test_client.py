@@ -300,3 +300,10 @@ def test_main_in_process_with_piped_input(
     out = capsys.readouterr().out
     assert "You are now chatting with bob" in out
     assert "\x1b[" not in out  # a pipe is never coloured
+
+
+def test_screen_with_closed_output_stays_quiet() -> None:
+    """Output that has gone away (a closed pipe) is not an error in the reader thread."""
+    out = io.StringIO()
+    out.close()
+    Screen(out, color=False, interactive=False).info("nobody sees this")
