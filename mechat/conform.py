@@ -35,7 +35,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional, TextIO, Tuple, Union
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, TextIO, Tuple, Union
 
 from mechat.protocol import MAX_LINE_OCTETS, MAX_NICKNAME_CHARS, Notice
 
@@ -314,16 +314,38 @@ def check(section: str, title: str) -> Callable[[CheckFunction], CheckFunction]:
     return register
 
 
+def marker(client: Client) -> bytes:
+    """Return the marker line that ``client`` sends to show what came before it."""
+    return b"marker from " + client.name.encode("ascii")
+
+
 def still_chatting(first: Client, second: Client) -> None:
     """Show that both sides still chat and that nothing else was sent between them.
 
     Each side sends a marker and each marker must be the other side's very
-    next line: a forwarded piece or a second refusal would arrive first (§7.3).
+    next line: a stray forwarded line or a stray notice would arrive first (§7.3).
     """
-    first.send(b"marker from " + first.name.encode("ascii"))
-    second.expect(b"marker from " + first.name.encode("ascii"))
-    second.send(b"marker from " + second.name.encode("ascii"))
-    first.expect(b"marker from " + second.name.encode("ascii"))
+    first.send(marker(first))
+    second.expect(marker(first))
+    second.send(marker(second))
+    first.expect(marker(second))
+
+
+def refused_once(sender: Client, partner: Client, reply: bytes) -> Exchange:
+    """Expect ``reply`` to what ``sender`` just sent, once, with nothing of it forwarded.
+
+    The sender's marker must be the partner's next line, so a forwarded piece
+    shows; the partner's marker must follow the one reply, so a second
+    refusal shows.
+    """
+    refused = sender.session.last_sent
+    sender.send(marker(sender))
+    partner.expect(marker(sender))
+    sender.session.last_sent = refused  # report the refused line, not the marker
+    exchange = sender.expect(reply)
+    partner.send(marker(partner))
+    sender.expect(marker(partner))
+    return exchange
 
 
 def relayed(sender: Client, receiver: Client, line: bytes) -> Exchange:
@@ -415,9 +437,7 @@ def huge_line(session: Session) -> Exchange:
         alice.send_raw(b"y" * 10_000, "10 000 octets")
     alice.send_raw(LF, "LF")
     alice.note("one line of 100 000 octets in 11 writes")
-    exchange = alice.expect(INVALID_MESSAGE)
-    still_chatting(alice, bob)
-    return exchange
+    return refused_once(alice, bob, INVALID_MESSAGE)
 
 
 # -- §3 Nicknames and §7.1 the nickname phase --------------------------------------
@@ -536,9 +556,8 @@ def valid_messages(session: Session) -> Exchange:
 def refused_in_chat(line: bytes, reply: bytes, session: Session) -> Exchange:
     """Answer ``line`` with ``reply`` once, forward none of it, and keep the chat going."""
     alice, bob = session.pair()
-    exchange = alice.ask(line, reply)
-    still_chatting(alice, bob)
-    return exchange
+    alice.send(line)
+    return refused_once(alice, bob, reply)
 
 
 CHAT_REFUSALS = [
@@ -741,32 +760,45 @@ def pair_off_leftovers(address: Address, timeout: float) -> None:
     A sweeper joins.  If it is matched, it met a leftover, and closing it
     ends that chat; then try again.  Once a sweeper waits, the queue was
     empty, and a second sweeper pairs with it so that nobody is left.
+    Whatever else happens is the next check's to report.
     """
     for _ in range(MAX_LEFTOVERS):
-        try:
-            with Session(address, timeout) as session:
-                session.connect("sweeper").ask(b"conform-sweeper", WAIT)
-                session.connect("sweeper2").ask(b"conform-sweeper2", MATCHED_TO + b"conform-sweeper")
+        with contextlib.suppress(OSError, Failure), Session(address, timeout) as session:
+            sweeper = session.connect("sweeper")
+            sweeper.send(b"conform-sweeper")
+            reply = sweeper.read_line()
+            if reply == WAIT:
+                second = session.connect("sweeper2")
+                second.send(b"conform-sweeper2")
+                second.read_line()  # its #matched_to_, before either hangs up
+            if not (isinstance(reply, bytes) and reply.startswith(MATCHED_TO)):
                 return
-        except Failure as failure:
-            if not failure.exchange.got.startswith(repr(MATCHED_TO.decode("ascii"))[:-1]):
-                return  # not a leftover but a broken server: the check will say so
-        except OSError:
-            return
 
 
-def run(host: str, port: int, timeout: float = DEFAULT_TIMEOUT, out: Optional[TextIO] = None) -> int:
-    """Run every check against host:port, print one line each, and return the exit status."""
+def run_all(address: Address, timeout: float, checks: Optional[List[Check]] = None) -> Iterator[Result]:
+    """Run the checks (all of them by default) in spec order, yielding each verdict."""
+    for check in sorted(CHECKS if checks is None else checks, key=section_key):
+        yield run_check(check, address, timeout)
+
+
+def run(
+    host: str,
+    port: int,
+    timeout: float = DEFAULT_TIMEOUT,
+    out: Optional[TextIO] = None,
+    checks: Optional[List[Check]] = None,
+) -> int:
+    """Run the checks against host:port, print one line each, and return the exit status."""
+    out = out or sys.stdout
     problem = unreachable((host, port), timeout)
     if problem:
         print(f"mechat conform: cannot connect to {host}:{port}: {problem}", file=sys.stderr)
         return 2
-    results = []
-    for check in sorted(CHECKS, key=section_key):
-        results.append(run_check(check, (host, port), timeout))
-        print(results[-1], file=out or sys.stdout, flush=True)
-    failed = sum(not result.passed for result in results)
-    print(f"{len(results)} checks: {len(results) - failed} passed, {failed} failed", file=out or sys.stdout)
+    passed = failed = 0
+    for result in run_all((host, port), timeout, checks):
+        print(result, file=out, flush=True)
+        passed, failed = passed + result.passed, failed + (not result.passed)
+    print(f"{passed + failed} checks: {passed} passed, {failed} failed", file=out)
     return 1 if failed else 0
 
 
