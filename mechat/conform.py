@@ -45,9 +45,10 @@ DEFAULT_TIMEOUT = 5.0
 #: Clients that join at once in the perfect-matching check (§7.1).
 CROWD = 100
 
-#: Lines each side sends in the full-duplex check, and their size: enough
-#: to fill the socket buffers of a server that relays one way at a time,
-#: and well under the default flood limit of 1000 lines a second (§9.5).
+#: Lines each side sends in the full-duplex check, and their size: more
+#: than default socket buffers hold, so a server that relays one way at a
+#: time stalls, and well under the default flood limit of 1000 lines a
+#: second (§9.5).
 DUPLEX_LINES = 200
 DUPLEX_OCTETS = 1000
 
@@ -56,7 +57,7 @@ DUPLEX_OCTETS = 1000
 #: see the pieces apart.  The verdict does not depend on it.
 SEGMENT_GAP = 0.05
 
-#: Pairs of leftovers the kit clears before a check before it gives up.
+#: Leftover waiters the kit pairs off before one check, at most.
 MAX_LEFTOVERS = 5
 
 LF = b"\n"
