@@ -722,6 +722,17 @@ CHECKS.append(
 )
 
 
+@check("§8", "a line sent as the partner quits is answered with #user_quit, never lost in silence")
+def line_as_partner_quits(session: Session) -> Exchange:
+    """Tell a sender whose partner has gone: no line disappears without the sender being told."""
+    alice, bob = session.pair()
+    alice.send(b"/quit")
+    bob.send(b"are you still there?")
+    exchange = bob.expect(USER_QUIT)
+    bob.expect(CLOSED)
+    return exchange
+
+
 # -- Running the checks ------------------------------------------------------------
 
 

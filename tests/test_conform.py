@@ -79,7 +79,7 @@ def test_kit_catches_planted_bug(bug: str) -> None:
     assert caught, f"not caught; failures: {[str(result) for result in failures]}"
     assert evidence in caught[0].exchange.got
     # The kit cleans up after each check, so one bug does not fail everything.
-    assert len(failures) <= 5, [str(result) for result in failures]
+    assert len(failures) <= 8, [str(result) for result in failures]
 
 
 def test_other_ghost_and_pieces_checks_also_fail() -> None:
