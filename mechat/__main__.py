@@ -1,4 +1,4 @@
-"""The command line: ``python -m mechat serve | chat``.
+"""The command line: ``python -m mechat serve | chat | conform``.
 
 This module only parses arguments and wires the pieces together; every
 behaviour lives in the module it names.
@@ -11,7 +11,7 @@ import sys
 from types import FrameType
 from typing import Callable, List, Optional
 
-from mechat import __version__, protocol
+from mechat import __version__, conform, protocol
 from mechat.server import ChatServer, Limits
 
 
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_command(commands)
     add_chat_command(commands)
+    add_conform_command(commands)
     return parser
 
 
@@ -135,6 +136,29 @@ def add_chat_command(commands: "argparse._SubParsersAction[argparse.ArgumentPars
     chat.set_defaults(run=run_chat)
 
 
+def add_conform_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Define 'mechat conform'."""
+    kit = commands.add_parser(
+        "conform",
+        help="grade a running server against the spec",
+        description="Connect to a running server, any implementation, as an ordinary client and check it"
+        " against spec/protocol.md clause by clause. Prints one PASS or FAIL line per clause, with its"
+        " section, what was sent, what was expected and what came back, then a summary.",
+        epilog="Exit status: 0 if every check passes, 1 if any fails, 2 if the server cannot be reached."
+        " Example: mechat serve --port 7878 --max-rate 0 & mechat conform --port 7878",
+    )
+    kit.add_argument("--host", default="127.0.0.1", help="server under test (default: %(default)s)")
+    kit.add_argument("--port", type=port_number, required=True, help="TCP port of the server under test")
+    kit.add_argument(
+        "--timeout",
+        type=at_least(0.1, float),
+        default=conform.DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for each expected line before calling it a FAIL (default: %(default)s)",
+    )
+    kit.set_defaults(run=run_conform)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted; return the exit status."""
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
@@ -173,6 +197,11 @@ def run_chat(args: argparse.Namespace) -> int:
     from mechat import client
 
     return client.main(args.host, args.port, args.nick, args.color)
+
+
+def run_conform(args: argparse.Namespace) -> int:
+    """Grade the server at --host and --port; return the exit status."""
+    return conform.run(args.host, args.port, args.timeout)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
