@@ -1,4 +1,4 @@
-"""The command line: ``python -m mechat serve | chat``.
+"""The command line: ``python -m mechat serve | chat | conform``.
 
 This module only parses arguments and wires the pieces together; every
 behaviour lives in the module it names.
@@ -9,9 +9,9 @@ import logging
 import signal
 import sys
 from types import FrameType
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
-from mechat import __version__, protocol
+from mechat import __version__, conform, protocol
 from mechat.server import ChatServer, Limits
 
 
@@ -42,6 +42,33 @@ def at_least(minimum: float, kind: Callable[[str], float]) -> Callable[[str], fl
     return parse
 
 
+#: The serve flags for the limits of spec §9: flag, type, default, metavar, meaning.
+LIMIT_FLAGS = [
+    ("--max-clients", at_least(1, int), protocol.DEFAULT_MAX_CLIENTS, "N", "connections served at once"),
+    (
+        "--nick-timeout",
+        at_least(0.1, float),
+        protocol.DEFAULT_NICKNAME_TIMEOUT,
+        "SECONDS",
+        "time a new client has to choose a nickname",
+    ),
+    (
+        "--send-timeout",
+        at_least(0.1, float),
+        protocol.DEFAULT_SEND_TIMEOUT,
+        "SECONDS",
+        "time a write may block before a client that does not read is dropped",
+    ),
+    (
+        "--max-rate",
+        at_least(0, float),
+        protocol.DEFAULT_MAX_RATE,
+        "LINES_PER_SECOND",
+        "lines a second one client may send; 0 turns flood control off",
+    ),
+]
+
+
 def add_address(parser: argparse.ArgumentParser) -> None:
     """Add --host and --port, with the defaults that serve and chat share."""
     parser.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
@@ -57,11 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="A chat server that pairs two strangers, and its terminal client.",
         epilog="Start a server with 'mechat serve', then run 'mechat chat' in two other terminals.",
     )
-    parser.add_argument("--version", action="version", version="mechat %s (protocol %s)"
-                        % (__version__, protocol.PROTOCOL_VERSION))
+    parser.add_argument(
+        "--version",
+        action="version",
+        version="mechat %s (protocol %s)" % (__version__, protocol.PROTOCOL_VERSION),
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_command(commands)
     add_chat_command(commands)
+    add_conform_command(commands)
     return parser
 
 
@@ -80,17 +111,10 @@ def add_serve_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="least important log messages to show (default: %(default)s)",
     )
-    serve.add_argument("--max-clients", type=at_least(1, int), default=protocol.DEFAULT_MAX_CLIENTS,
-                       metavar="N", help="connections served at once (default: %(default)s)")
-    serve.add_argument("--nick-timeout", type=at_least(0.1, float), default=protocol.DEFAULT_NICKNAME_TIMEOUT,
-                       metavar="SECONDS", help="time a client has to choose a nickname (default: %(default)s)")
-    serve.add_argument("--send-timeout", type=at_least(0.1, float), default=protocol.DEFAULT_SEND_TIMEOUT,
-                       metavar="SECONDS",
-                       help="time a write may block before a client that does not read is dropped"
-                       " (default: %(default)s)")
-    serve.add_argument("--max-rate", type=at_least(0, float), default=protocol.DEFAULT_MAX_RATE,
-                       metavar="LINES_PER_SECOND",
-                       help="lines a second one client may send; 0 turns flood control off (default: %(default)s)")
+    for flag, kind, default, metavar, meaning in LIMIT_FLAGS:
+        serve.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=meaning + " (default: %(default)s)"
+        )
     serve.set_defaults(run=run_serve)
 
 
@@ -103,9 +127,36 @@ def add_chat_command(commands: "argparse._SubParsersAction[argparse.ArgumentPars
     )
     add_address(chat)
     chat.add_argument("--nick", metavar="NAME", help="nickname to use (default: ask)")
-    chat.add_argument("--no-color", dest="color", action="store_false",
-                      help="never colour the output (NO_COLOR in the environment does the same)")
+    chat.add_argument(
+        "--no-color",
+        dest="color",
+        action="store_false",
+        help="never colour the output (NO_COLOR in the environment does the same)",
+    )
     chat.set_defaults(run=run_chat)
+
+
+def add_conform_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Define 'mechat conform'."""
+    kit = commands.add_parser(
+        "conform",
+        help="grade a running server against the spec",
+        description="Connect to a running server, any implementation, as an ordinary client and check it"
+        " against spec/protocol.md clause by clause. Prints one PASS or FAIL line per clause, with its"
+        " section, what was sent, what was expected and what came back, then a summary.",
+        epilog="Exit status: 0 if every check passes, 1 if any fails, 2 if the server cannot be reached."
+        " Example: mechat serve --port 7878 --max-rate 0 & mechat conform --port 7878",
+    )
+    kit.add_argument("--host", default="127.0.0.1", help="server under test (default: %(default)s)")
+    kit.add_argument("--port", type=port_number, required=True, help="TCP port of the server under test")
+    kit.add_argument(
+        "--timeout",
+        type=at_least(0.1, float),
+        default=conform.DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for each expected line before calling it a FAIL (default: %(default)s)",
+    )
+    kit.set_defaults(run=run_conform)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -120,8 +171,10 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         server = ChatServer((args.host, args.port), limits)
     except OSError as error:
-        print("mechat: cannot listen on %s:%d: %s" % (args.host, args.port, error.strerror or error),
-              file=sys.stderr)
+        print(
+            "mechat: cannot listen on %s:%d: %s" % (args.host, args.port, error.strerror or error),
+            file=sys.stderr,
+        )
         return 1
     signal.signal(signal.SIGTERM, interrupt)
     logging.getLogger("mechat").info("mechat %s listening on %s:%d", __version__, args.host, server.port)
@@ -144,6 +197,11 @@ def run_chat(args: argparse.Namespace) -> int:
     from mechat import client
 
     return client.main(args.host, args.port, args.nick, args.color)
+
+
+def run_conform(args: argparse.Namespace) -> int:
+    """Grade the server at --host and --port; return the exit status."""
+    return conform.run(args.host, args.port, args.timeout)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

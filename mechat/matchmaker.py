@@ -46,7 +46,7 @@ class Chatter:
         self.address = address
         self.nickname = ""
         self.phase = Phase.NICKNAME
-        self.partner: Optional["Chatter"] = None
+        self.partner: Optional[Chatter] = None
         #: Lines owed to this connection, oldest first, LF included.
         self.outbox: Deque[bytes] = deque()
 

@@ -23,7 +23,7 @@ The pieces, in the order a line meets them:
 
 import enum
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Tuple, Union
 
 #: Protocol version, §1.  There is no version exchange on the wire; the
 #: number names the edition of the spec that this code implements.

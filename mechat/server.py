@@ -27,6 +27,7 @@ What keeps one bad client from hurting the others (spec §9):
 * a connection that never sends a nickname is timed out (§9.2).
 """
 
+import contextlib
 import logging
 import select
 import socket
@@ -34,7 +35,7 @@ import socketserver
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional, Set, Tuple
+from typing import Callable, ClassVar, Dict, Iterator, Optional, Set, Tuple
 
 from mechat import protocol
 from mechat.flood import TokenBucket
@@ -99,16 +100,20 @@ class Connection(Chatter):
         """Shut the socket from another thread, which wakes its handler's recv()."""
         with self._life_lock:
             if not self._closed:
-                try:
+                with contextlib.suppress(OSError):  # already reset by the peer
                     self.sock.shutdown(how)
-                except OSError:
-                    pass  # already reset by the peer
 
     def close(self) -> None:
         """Close the socket once no other thread is writing to it."""
         with self._send_lock, self._life_lock:
             self._closed = True
             self.sock.close()
+
+
+def connection_of(chatter: Chatter) -> Connection:
+    """Return a chatter as the Connection the server made it."""
+    assert isinstance(chatter, Connection), chatter
+    return chatter
 
 
 class ChatHandler(socketserver.BaseRequestHandler):
@@ -145,7 +150,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         if partner is not None:
             log.info("%s (%s) left; telling %s", self.conn.address, self.conn.nickname, partner.nickname)
             self.deliver(partner)
-            partner.hang_up()
+            connection_of(partner).hang_up()
         self.deliver(self.conn)
         self.conn.close()
         log.info("%s (%s) closed", self.conn.address, self.conn.nickname or "no nickname")
@@ -214,11 +219,13 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def parse(self, phase: Phase, line: Line) -> Optional[protocol.Parsed]:
         """Return what ``line`` means, or None after owing the refusal (§6)."""
         if not self.flood.allow():
-            return self.refuse(Notice.RATE_LIMITED)
+            self.refuse(Notice.RATE_LIMITED)
+            return None
         try:
             return parse_line(phase, line)
         except ProtocolError as error:
-            return self.refuse(error.notice)
+            self.refuse(error.notice)
+            return None
 
     def refuse(self, reply: Notice) -> None:
         """Owe our own client a refusal notice."""
@@ -233,17 +240,20 @@ class ChatHandler(socketserver.BaseRequestHandler):
             log.info("%s (%s) is waiting", self.conn.address, nickname)
             return
         self.owed.add(partner)
-        log.info("%s (%s) matched with %s (%s)", self.conn.address, nickname, partner.address, partner.nickname)
+        log.info(
+            "%s (%s) matched with %s (%s)", self.conn.address, nickname, partner.address, partner.nickname
+        )
 
-    def relay(self, parsed: protocol.Parsed, line: bytes) -> bool:
+    def relay(self, parsed: protocol.Parsed, line: Line) -> bool:
         """Pass a message to the partner, verbatim; return False if the session is over."""
+        assert isinstance(line, bytes)  # parse_line accepted it, so it is not TOO_LONG
         recipient = self.matchmaker.relay(self.conn, line + protocol.LF)
         if recipient is None:
             return False
         self.owed.add(recipient)
         return True
 
-    def rename(self, parsed: protocol.Parsed, line: bytes) -> bool:
+    def rename(self, parsed: protocol.Parsed, line: Line) -> bool:
         """Change our nickname and tell both sides (§5.2)."""
         old = self.conn.nickname
         partner = self.matchmaker.rename(self.conn, parsed.nickname)
@@ -253,12 +263,16 @@ class ChatHandler(socketserver.BaseRequestHandler):
         log.info("%s renamed %s to %s", self.conn.address, old, parsed.nickname)
         return True
 
-    def quit(self, parsed: protocol.Parsed, line: bytes) -> bool:
+    def quit(self, parsed: protocol.Parsed, line: Line) -> bool:
         """End the session; finish() tells the partner (§5.1)."""
         log.info("%s (%s) sent /quit", self.conn.address, self.conn.nickname)
         return False
 
-    dispatch = {Event.MESSAGE: relay, Event.RENAME: rename, Event.QUIT: quit}
+    dispatch: ClassVar[Dict[Event, Callable[["ChatHandler", protocol.Parsed, Line], bool]]] = {
+        Event.MESSAGE: relay,
+        Event.RENAME: rename,
+        Event.QUIT: quit,
+    }
 
     def time_out(self) -> bool:
         """Tell a client that never chose a nickname why it is closed (§9.2)."""
@@ -276,11 +290,11 @@ class ChatHandler(socketserver.BaseRequestHandler):
 
     def deliver(self, chatter: Chatter) -> None:
         """Write what ``chatter`` is owed; disconnect it if it cannot take it (§9.4)."""
-        assert isinstance(chatter, Connection)
+        connection = connection_of(chatter)
         try:
-            chatter.flush(self.matchmaker)
+            connection.flush(self.matchmaker)
         except OSError as error:
-            self.drop(chatter, error)
+            self.drop(connection, error)
 
     def drop(self, chatter: Connection, error: OSError) -> None:
         """Disconnect a client we could not write to, maybe our own; its partner is told (§9.4)."""
@@ -319,12 +333,10 @@ class ChatServer(socketserver.ThreadingTCPServer):
     def server_close(self) -> None:
         """Stop listening, send every client #server_shutdown, and wait for them (§10)."""
         super().server_close()
-        connections = self.matchmaker.close()
+        connections = [connection_of(chatter) for chatter in self.matchmaker.close()]
         for conn in connections:
-            assert isinstance(conn, Connection)
             conn.hang_up(socket.SHUT_RD)  # wakes the handler, which writes the notice
         if not self.matchmaker.wait_until_empty(SHUTDOWN_GRACE):
             for conn in connections:
-                assert isinstance(conn, Connection)
                 conn.hang_up()  # and a client that will not read is cut off
             self.matchmaker.wait_until_empty(SHUTDOWN_GRACE / 2)

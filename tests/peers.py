@@ -9,7 +9,7 @@ test ever sleeps to wait for the server.
 import socket
 import struct
 import time
-from typing import Callable, List, Optional, Union
+from typing import Callable, ClassVar, List, Optional, Union
 
 #: Seconds any single expected line may take to arrive.
 TIMEOUT = 5.0
@@ -24,7 +24,7 @@ class Peer:
 
     recorder: Optional[Recorder] = None
     #: Every Peer not yet closed; conftest.py closes them after each test.
-    opened: List["Peer"] = []
+    opened: ClassVar[List["Peer"]] = []
 
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.sock = socket.create_connection((host, port), timeout=TIMEOUT)

@@ -5,7 +5,7 @@ what the server writes to the wire, in the same order.
 """
 
 import threading
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import pytest
 
@@ -23,6 +23,16 @@ def arrived(matchmaker: Matchmaker, address: str = "") -> Chatter:
     chatter = Chatter(address)
     assert matchmaker.arrive(chatter)
     return chatter
+
+
+def paired(matchmaker: Matchmaker) -> Tuple[Chatter, Chatter]:
+    """Return alice and bob, paired, with their #wait and #matched_to_ already taken."""
+    alice, bob = arrived(matchmaker), arrived(matchmaker)
+    matchmaker.join(alice, "alice")
+    matchmaker.join(bob, "bob")
+    matchmaker.take_owed(alice)
+    matchmaker.take_owed(bob)
+    return alice, bob
 
 
 def test_first_waits_second_is_matched() -> None:
@@ -70,10 +80,7 @@ def test_waiting_sender_is_owed_wait_not_matched_with_itself() -> None:
 def test_relay_goes_to_the_partner_in_order() -> None:
     """§7.3: lines are owed to the partner verbatim and in order."""
     mm = Matchmaker()
-    alice, bob = arrived(mm), arrived(mm)
-    mm.join(alice, "alice")
-    mm.join(bob, "bob")
-    mm.take_owed(alice)
+    alice, bob = paired(mm)
     for n in range(3):
         assert mm.relay(bob, b"line %d\n" % n) is alice
     assert owed_lines(mm, alice) == [b"line 0", b"line 1", b"line 2"]
@@ -82,11 +89,7 @@ def test_relay_goes_to_the_partner_in_order() -> None:
 def test_leaving_partner_owes_user_quit_after_its_last_line() -> None:
     """§8: the partner is owed #user_quit after every line relayed before, then nothing."""
     mm = Matchmaker()
-    alice, bob = arrived(mm), arrived(mm)
-    mm.join(alice, "alice")
-    mm.join(bob, "bob")
-    mm.take_owed(alice)
-    mm.take_owed(bob)
+    alice, bob = paired(mm)
     mm.relay(bob, b"bye\n")
     assert mm.leave(bob) is alice
     assert owed_lines(mm, alice) == [b"bye", b"#user_quit"]
@@ -98,11 +101,7 @@ def test_leaving_partner_owes_user_quit_after_its_last_line() -> None:
 def test_rename_tells_both_sides() -> None:
     """§5.2: the renamer is owed #nickname_changed_, the partner #partner_renamed_."""
     mm = Matchmaker()
-    alice, bob = arrived(mm), arrived(mm)
-    mm.join(alice, "alice")
-    mm.join(bob, "bob")
-    mm.take_owed(alice)
-    mm.take_owed(bob)
+    alice, bob = paired(mm)
     assert mm.rename(bob, "robert") is alice
     assert owed_lines(mm, bob) == [b"#nickname_changed_robert"]
     assert owed_lines(mm, alice) == [b"#partner_renamed_robert"]
@@ -185,6 +184,12 @@ def test_concurrent_joins_form_a_perfect_matching(clients: int) -> None:
     assert len(partners) == clients
 
 
+def relay_many(matchmaker: Matchmaker, sender: Chatter, count: int) -> None:
+    """Relay ``count`` lines from ``sender``."""
+    for _ in range(count):
+        matchmaker.relay(sender, b"hi\n")
+
+
 def test_wait_is_never_owed_after_matched() -> None:
     """§7.2: a waiter's #wait replies and its #matched_to_ are owed in the order decided.
 
@@ -195,7 +200,7 @@ def test_wait_is_never_owed_after_matched() -> None:
         mm = Matchmaker()
         waiter, joiner = arrived(mm), arrived(mm)
         mm.join(waiter, "waiter")
-        sender = threading.Thread(target=lambda: [mm.relay(waiter, b"hi\n") for _ in range(50)])
+        sender = threading.Thread(target=relay_many, args=(mm, waiter, 50))
         sender.start()
         mm.join(joiner, "joiner")
         sender.join(timeout=10)

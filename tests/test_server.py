@@ -257,7 +257,9 @@ def test_200_clients_at_once_form_100_pairs(server: ChatServer) -> None:
 # -- Logging ------------------------------------------------------------------------
 
 
-def test_logs_name_people_but_never_what_they_say(server: ChatServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_logs_name_people_but_never_what_they_say(
+    server: ChatServer, caplog: pytest.LogCaptureFixture
+) -> None:
     """Logs record connections, matches, renames and quits, never message text."""
     caplog.set_level(logging.DEBUG, logger="mechat")
     alice, bob = pair(server.port)
