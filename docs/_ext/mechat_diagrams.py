@@ -1,11 +1,14 @@
-"""Sphinx extension: draw the protocol from the real server and the real state table.
+"""Sphinx extension: show the protocol as the real server speaks it.
 
-When the build starts, it runs every scenario in ``scenarios.py`` against a
-live server and writes one PlantUML sequence diagram per scenario, then the
-state diagram and the state table from :data:`mechat.protocol.TRANSITIONS`.
-The pages include them from ``_generated/``.  Nothing here is drawn by hand,
-so a change in the server's behaviour either changes the pictures or, when
-the scenario's expectations no longer hold, fails the build.
+When the build starts, this runs every scenario in ``scenarios.py`` against
+a live server and writes one PlantUML sequence diagram per scenario; draws
+the state diagram and the state table from :data:`mechat.protocol.TRANSITIONS`;
+records what two real clients show in a session (``session.py``); and runs
+the conformance kit against mechat and against servers with planted bugs
+(``grading.py``).  The pages include the results from ``_generated/``.
+Nothing is drawn by hand, so a change in the server's behaviour either
+changes the pictures or, when a scenario's expectations no longer hold,
+fails the build.
 """
 
 import csv
@@ -16,6 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from grading import planted_bugs_text, verdicts_on_mechat
 from scenarios import SCENARIOS, record
 from session import record_session
 from sphinx.application import Sphinx
@@ -103,6 +107,9 @@ def generate(app: Sphinx) -> None:
     write_if_changed(out / "state-table.csv", state_table())
     for name, lines in record_session().items():
         write_if_changed(out / ("session-%s.txt" % name), "\n".join([*lines, ""]))
+    log.info("mechat: running the conformance kit")
+    write_if_changed(out / "conform-mechat.csv", verdicts_on_mechat())
+    write_if_changed(out / "conform-planted-bugs.txt", planted_bugs_text())
 
 
 def setup(app: Sphinx) -> Dict[str, Any]:
