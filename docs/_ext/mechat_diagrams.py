@@ -89,6 +89,27 @@ def state_table() -> str:
     return out.getvalue()
 
 
+def spec_state_table(markdown: str) -> str:
+    """Return the §7.5 table of ``spec/protocol.md`` as CSV, header first, cells verbatim.
+
+    The table is the first one after the ``<!-- state-table`` marker that
+    the spec's own tests read, so the docs show the same table they check.
+    """
+    _, marker, after = markdown.partition("<!-- state-table")
+    if not marker:
+        raise ValueError("spec/protocol.md has no <!-- state-table --> marker")
+    rows = []
+    for line in after.splitlines()[1:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not set("".join(cells)) <= set("-: "):  # skip the |---| rule under the header
+            rows.append(cells)
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
 def write_if_changed(path: Path, text: str) -> None:
     """Write ``text`` unless the file already holds it, so Sphinx rebuilds only what changed."""
     if not path.exists() or path.read_text(encoding="utf-8") != text:
@@ -105,6 +126,9 @@ def generate(app: Sphinx) -> None:
         write_if_changed(out / ("%s.puml" % name), sequence_diagram(record(script)))
     write_if_changed(out / "states.puml", state_diagram())
     write_if_changed(out / "state-table.csv", state_table())
+    spec = Path(app.srcdir).parent / "spec" / "protocol.md"
+    if spec.exists():
+        write_if_changed(out / "spec-state-table.csv", spec_state_table(spec.read_text(encoding="utf-8")))
     for name, lines in record_session().items():
         write_if_changed(out / ("session-%s.txt" % name), "\n".join([*lines, ""]))
     log.info("mechat: running the conformance kit")
