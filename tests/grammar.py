@@ -86,6 +86,7 @@ def defined_and_referenced() -> Tuple[List[str], Set[str]]:
     return defined, referenced
 
 
+@functools.cache
 def definitions() -> Dict[str, str]:
     """Return each rule's definition as text, comments dropped and spaces collapsed."""
     result: Dict[str, str] = {}
