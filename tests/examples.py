@@ -7,7 +7,7 @@ abbreviation ``<N octets: X>``, and ``--`` comments.
 """
 
 import re
-from typing import List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 from tests.grammar import PROSE_PATH
 
@@ -26,10 +26,11 @@ class Row(NamedTuple):
 
 
 class Session(NamedTuple):
-    """One example block: its heading and its rows."""
+    """One example block: its heading, its rows, and the server limits it runs with."""
 
     title: str
     rows: List[Row]
+    limits: Dict[str, float]
 
 
 def expand(text: str) -> bytes:
@@ -59,13 +60,15 @@ def sessions() -> List[Session]:
     found: List[Session] = []
     title = ""
     rows: Optional[List[Row]] = None
+    limits: Dict[str, float] = {}
     for text in PROSE_PATH.read_text(encoding="utf-8").splitlines():
         if text.startswith("### "):
             title = text[4:]
-        elif text == "```mechat-session":
+        elif text.startswith("```mechat-session"):
             rows = []
+            limits = {key: float(value) for key, value in re.findall(r"(\w+)=([\d.]+)", text)}
         elif text == "```" and rows is not None:
-            found.append(Session(title, rows))
+            found.append(Session(title, rows, limits))
             rows = None
         elif rows is not None:
             row = parse_row(text)

@@ -75,6 +75,7 @@ def walk(node: Node) -> Iterator[Node]:
         yield from walk(child)
 
 
+@functools.cache
 def defined_and_referenced() -> Tuple[List[str], Set[str]]:
     """Return the rules the grammar defines, in order, and the rule names it uses."""
     defined: List[str] = []

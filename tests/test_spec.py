@@ -7,6 +7,7 @@ nothing compares them.  Each test here compares two of them.
 
 import itertools
 import re
+import socket
 from pathlib import Path
 from typing import Dict, List, Optional, Set
 
@@ -14,8 +15,11 @@ import pytest
 
 from mechat import protocol
 from mechat.protocol import TOO_LONG, Event, Notice, Phase, ProtocolError, parse_line
+from mechat.server import ChatServer
 from tests import examples, grammar
+from tests.conftest import StartServer
 from tests.grammar import CORE_RULES, START_RULES, matches, valid
+from tests.peers import Peer
 
 PROTOCOL_SOURCE = Path(protocol.__file__).read_text(encoding="utf-8")
 
@@ -203,6 +207,62 @@ def test_the_spec_has_an_example_for_each_phase() -> None:
 def test_every_example_line_parses_under_its_rule(session: examples.Session) -> None:
     """Every line of every example matches the rule its phase gives it, or is refused (§11)."""
     assert check_session(session.rows) >= 2
+
+
+class Replay:
+    """Play one example against a live server: one Peer per client, connected at its first row."""
+
+    def __init__(self, server: ChatServer) -> None:
+        self.server = server
+        self.peers: Dict[int, Peer] = {}
+        self.stopped = False
+
+    def peer(self, client: int) -> Peer:
+        """Return client ``client``'s Peer, connecting it now if this is its first row."""
+        if client not in self.peers:
+            self.peers[client] = Peer(self.server.port)
+        return self.peers[client]
+
+    def client_row(self, row: examples.Row) -> None:
+        """Send a line, or end the connection as the row says (§8)."""
+        peer = self.peer(row.client)
+        if row.event == "<eof>":
+            peer.sock.shutdown(socket.SHUT_WR)
+        elif row.event == "<reset>":
+            peer.reset()
+        else:
+            assert row.line is not None
+            peer.send(row.line)
+
+    def server_row(self, row: examples.Row) -> None:
+        """Expect the row's line, or the close, next on that client's connection."""
+        peer = self.peer(row.client)
+        if row.line == Notice.SERVER_SHUTDOWN.value.encode() and not self.stopped:
+            self.stopped = True
+            self.server.shutdown()
+            self.server.server_close()  # §10: what Ctrl-C does
+        if row.event == "<close>":
+            peer.expect_closed()
+        else:
+            assert row.line is not None
+            peer.expect(row.line)
+
+    def close(self) -> None:
+        """Close every Peer that is still open."""
+        for peer in self.peers.values():
+            peer.close()
+
+
+@pytest.mark.parametrize("session", SESSIONS, ids=[session.title for session in SESSIONS])
+def test_every_example_is_a_true_transcript(session: examples.Session, start_server: StartServer) -> None:
+    """Replayed against a live server, each example gets exactly the server lines it shows (§11)."""
+    limits = {key: int(value) if value.is_integer() else value for key, value in session.limits.items()}
+    replay = Replay(start_server(**limits))
+    try:
+        for row in session.rows:
+            (replay.client_row if row.side == "C" else replay.server_row)(row)
+    finally:
+        replay.close()
 
 
 # -- §7.5: the state table -------------------------------------------------------
