@@ -80,5 +80,5 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         f"wire check: {log.total.client_lines} client lines judged by the server and "
         f"{log.total.server_lines} server lines matched against spec/mechat.abnf "
         f"({log.sent} lines sent by test peers; {log.too_long} over-long lines; "
-        f"{log.total.skipped} lines over the long-line budget, unchecked)"
+        f"{log.total.skipped} lines over the per-test budget, unchecked)"
     )
