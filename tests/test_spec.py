@@ -20,6 +20,7 @@ from tests import examples, grammar
 from tests.conftest import StartServer
 from tests.grammar import CORE_RULES, START_RULES, matches, valid
 from tests.peers import Peer
+from tests.wire import phase_rule
 
 PROTOCOL_SOURCE = Path(protocol.__file__).read_text(encoding="utf-8")
 
@@ -88,6 +89,17 @@ def test_the_octet_limit_is_a_rule_of_its_own() -> None:
     assert not matches("line-octets", b"a\nb")
     assert matches("framed-line", b"hi\r\n") and matches("framed-line", b"hi\n")
     assert not matches("framed-line", b"hi")
+
+
+def test_the_prose_quotes_the_grammar_word_for_word() -> None:
+    """Every rule shown in a plain code block of protocol.md is the grammar's rule, exactly."""
+    text = grammar.PROSE_PATH.read_text(encoding="utf-8")
+    blocks = re.findall(r"^```\n(.*?)^```$", text, flags=re.M | re.S)
+    shown = re.findall(r"^([A-Za-z][A-Za-z0-9-]*) += (.+)$", "".join(blocks), flags=re.M)
+    assert len(shown) >= 8
+    rules = grammar.definitions()
+    for name, body in shown:
+        assert " ".join(body.split()) == rules[name], name
 
 
 # -- protocol.py names each rule after the grammar ---------------------------
@@ -263,6 +275,30 @@ def test_every_example_is_a_true_transcript(session: examples.Session, start_ser
             (replay.client_row if row.side == "C" else replay.server_row)(row)
     finally:
         replay.close()
+
+
+def command_table() -> List[List[str]]:
+    """Return the rows of the §5.3 table: line(s), reply, why."""
+    text = grammar.PROSE_PATH.read_text(encoding="utf-8").split("### §5.3", 1)[1].split("## §6", 1)[0]
+    rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 8
+    return rows
+
+
+@pytest.mark.parametrize("row", command_table(), ids=lambda row: row[0])
+def test_the_command_table_is_what_the_code_and_grammar_do(row: List[str]) -> None:
+    """Each line of the §5.3 table gets the reply it shows, from parse_line and the grammar."""
+    lines, reply, _ = row
+    phase = Phase.NICKNAME if "in the nickname phase" in lines else Phase.CHATTING
+    for line in (example.encode() for example in re.findall(r"`([^`]*)`", lines)):
+        if reply == "(close)":
+            assert parse_line(phase, line).event is Event.QUIT
+            assert valid(phase_rule(phase), line)
+            continue
+        with pytest.raises(ProtocolError) as refusal:
+            parse_line(phase, line)
+        assert f"`{refusal.value.notice.value}`" == reply.strip()
+        assert not valid(phase_rule(phase), line)
 
 
 # -- §7.5: the state table -------------------------------------------------------
