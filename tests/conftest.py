@@ -77,8 +77,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say how many wire lines the grammar checked, and how many it could not."""
     log = wire.SESSION
     terminalreporter.write_line(
-        f"wire check: {log.total.client_lines} client lines judged by the server and "
-        f"{log.total.server_lines} server lines matched against spec/mechat.abnf "
+        f"wire check: {log.total.client_lines} client lines judged by the server, "
+        f"{log.total.server_lines} lines received and {log.total.queued_lines} lines queued by the "
+        "server matched against spec/mechat.abnf "
         f"({log.sent} lines sent by test peers; {log.too_long} over-long lines; "
         f"{log.total.skipped} lines over the per-test budget, unchecked)"
     )

@@ -10,11 +10,13 @@ order or subset the suite runs.
 import random
 from typing import List, Tuple
 
-from mechat.protocol import Notice
+import pytest
+
+from mechat.protocol import Event, Notice, Phase
 from mechat.server import ChatServer
 from tests.conftest import StartServer
 from tests.peers import Peer, pair
-from tests.wire import WireLog
+from tests.wire import WireLog, queued_line_failures, received_line_failures
 
 #: What the chatters say, mixed ASCII and not, with "#" and "/" inside lines.
 VOCABULARY = (
@@ -89,6 +91,7 @@ def test_thousands_of_wire_lines_match_the_grammar(start_server: StartServer, wi
     assert sum(counts.skipped for counts in checked) == 0
     assert sum(counts.client_lines for counts in checked) >= PAIRS * ROUNDS * 2 * LINES_PER_TURN
     assert sum(counts.server_lines for counts in checked) >= PAIRS * ROUNDS * 2 * LINES_PER_TURN
+    assert sum(counts.queued_lines for counts in checked) >= PAIRS * ROUNDS * 2 * LINES_PER_TURN
 
 
 def test_nickname_phase_lines_are_judged_in_their_phase(server: ChatServer, wire_log: WireLog) -> None:
@@ -102,4 +105,29 @@ def test_nickname_phase_lines_are_judged_in_their_phase(server: ChatServer, wire
     peer.close()
     counts = wire_log.check()
     assert counts.client_lines == 6
-    assert counts.server_lines == 5
+    assert counts.server_lines == counts.queued_lines == 5
+
+
+# -- The check itself can fail ------------------------------------------------------
+
+
+def test_a_verdict_the_grammar_disagrees_with_fails_the_check() -> None:
+    """A line accepted that the grammar refuses, or refused that it accepts, is reported (§7)."""
+    for phase, line, event in [
+        (Phase.CHATTING, b"#hashtag", Event.MESSAGE),
+        (Phase.NICKNAME, b"alice", None),
+        (Phase.NICKNAME, b"hello", Event.MESSAGE),  # no message in the nickname phase
+    ]:
+        log = WireLog()
+        log.judge_recorded(phase, line, event)
+        with pytest.raises(AssertionError, match="disagree with"):
+            log.check()
+
+
+def test_server_lines_the_grammar_refuses_fail_the_check() -> None:
+    """A queued line without LF, a relayed line before a partner, a bad notice are reported (§6)."""
+    assert queued_line_failures("server-line", b"hello\n") == []
+    assert queued_line_failures("server-line", b"hello")  # no LF
+    assert queued_line_failures("notice", b"hello\n")  # relayed with no partner
+    assert received_line_failures("server-line", b"#Wait")
+    assert received_line_failures("server-line", b"#wait") == []

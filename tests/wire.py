@@ -14,11 +14,15 @@ line, the server, and compares its verdict with the grammar's:
   must agree on every line either way.  (Lines refused by flood control
   never reach ``parse_line`` and are not judged here: their reply says
   nothing about their form.)
-* **server to client**: every line a test :class:`~tests.peers.Peer`
-  receives must match ``server-line``, and ``notice`` until that Peer has
-  received ``#matched_to_``, since nothing can be relayed to a client
-  without a partner.  Lines that Peers send are counted too; they reach
-  the check through the server's verdicts.
+* **server to client**, seen from both ends: every line a test
+  :class:`~tests.peers.Peer` receives must match ``server-line``, and
+  ``notice`` until that Peer has received ``#matched_to_``, since nothing
+  can be relayed to a client without a partner; and every line the
+  server's Matchmaker queues for a connection (so also the lines for
+  mechat's own client and the conformance kit) must end in LF and match
+  ``server-line``, or ``notice`` when the connection has no partner.
+  Lines that Peers send are counted too; they reach the check through the
+  server's verdicts.
 
 Recording is cheap (a counter keyed by distinct line) because it runs
 inside server threads, under load tests; the grammar is consulted at the
@@ -36,12 +40,13 @@ import collections
 import threading
 import weakref
 from contextlib import contextmanager
-from typing import Any, Counter, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Counter, Iterator, List, NamedTuple, Optional, Tuple
 
 import pytest
 
 import mechat.server
-from mechat.protocol import TOO_LONG, Event, Line, Parsed, Phase, ProtocolError, parse_line
+from mechat.matchmaker import Chatter, Matchmaker
+from mechat.protocol import LF, TOO_LONG, Event, Line, Parsed, Phase, ProtocolError, parse_line
 from tests.grammar import definitions, valid
 from tests.peers import Peer
 
@@ -70,6 +75,7 @@ class Counts(NamedTuple):
 
     client_lines: int  # client lines the server judged, checked against its verdict
     server_lines: int  # lines Peers received, checked against server-line
+    queued_lines: int  # lines the server queued for a connection, checked the same way
     skipped: int  # lines over the budget of a check (see the module docstring)
 
 
@@ -81,11 +87,12 @@ class WireLog:
         # (phase, line, event or None if refused) -> occurrences
         self._verdicts: Counter[Tuple[Phase, bytes, Optional[Event]]] = collections.Counter()
         self._received: Counter[Tuple[str, bytes]] = collections.Counter()  # (rule, line)
+        self._queued: Counter[Tuple[str, bytes]] = collections.Counter()  # (rule, line with LF)
         self._partnered: weakref.WeakSet[Peer] = weakref.WeakSet()
         self._overflow = 0
         self.sent = 0  # lines Peers sent
         self.too_long = 0  # over-long lines the server judged (§2.3), not lines
-        self.total = Counts(0, 0, 0)
+        self.total = Counts(0, 0, 0, 0)
 
     # -- Recording (any thread) ---------------------------------------------------
 
@@ -105,19 +112,26 @@ class WireLog:
         try:
             parsed = parse_line(phase, line)
         except ProtocolError:
-            self._note(phase, line, None)
+            self.judge_recorded(phase, line, None)
             raise
-        self._note(phase, line, parsed.event)
+        self.judge_recorded(phase, line, parsed.event)
         return parsed
 
-    def _note(self, phase: Phase, line: Line, event: Optional[Event]) -> None:
-        """Keep one verdict of the server's."""
+    def judge_recorded(self, phase: Phase, line: Line, event: Optional[Event]) -> None:
+        """Keep one verdict of the server's: ``event``, or None for a refusal."""
         with self._lock:
             if line is TOO_LONG:
                 self.too_long += 1
             else:
                 assert isinstance(line, bytes)
                 self._count(self._verdicts, (phase, line, event))
+
+    def queue(self, chatter: Chatter, line: bytes) -> None:
+        """Note a line the server queued for a connection (wraps Matchmaker._owe)."""
+        if isinstance(chatter, mechat.server.Connection):  # not the Matchmaker's unit tests
+            rule = "notice" if chatter.partner is None else "server-line"
+            with self._lock:
+                self._count(self._queued, (rule, line))
 
     def _count(self, counter: "Counter[Any]", key: Any) -> None:
         """Add one occurrence, unless that would keep too many distinct lines; hold the lock."""
@@ -129,9 +143,16 @@ class WireLog:
     @contextmanager
     def installed(self) -> Iterator["WireLog"]:
         """Hook into Peer and the server's parse_line for the duration."""
+        real_owe = Matchmaker._owe
+
+        def owe(matchmaker: Matchmaker, chatter: Chatter, line: bytes) -> None:
+            self.queue(chatter, line)
+            real_owe(matchmaker, chatter, line)
+
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(Peer, "recorder", self.record)
             patch.setattr(mechat.server, "parse_line", self.judge)
+            patch.setattr(Matchmaker, "_owe", owe)
             yield self
 
     # -- Checking (the test thread) ---------------------------------------------
@@ -141,6 +162,7 @@ class WireLog:
         with self._lock:
             self._verdicts.clear()
             self._received.clear()
+            self._queued.clear()
             self._overflow = 0
 
     def check(self) -> Counts:
@@ -148,35 +170,43 @@ class WireLog:
         with self._lock:
             verdicts, self._verdicts = self._verdicts, collections.Counter()
             received, self._received = self._received, collections.Counter()
+            queued, self._queued = self._queued, collections.Counter()
             skipped, self._overflow = self._overflow, 0
-        budget = [LONG_LINES_PER_CHECK]
+        budget = [LONG_LINES_PER_CHECK, 0]
         failures: List[str] = []
-        client_lines = server_lines = 0
-        for (phase, line, event), times in verdicts.items():
-            if not self._affordable(line, budget):
-                skipped += times
-                continue
-            failures += self._client_line_failures(phase, line, event)
-            client_lines += times
-        for (rule, line), times in received.items():
-            if not self._affordable(line, budget):
-                skipped += times
-                continue
-            if not valid(rule, line):
-                failures.append(f"the server sent {line[:60]!r}, which is not {rule}")
-            server_lines += times
-        counts = Counts(client_lines, server_lines, skipped)
+        client_lines = self._check_each(verdicts, budget, failures, self._client_line_failures)
+        server_lines = self._check_each(received, budget, failures, received_line_failures)
+        queued_lines = self._check_each(queued, budget, failures, queued_line_failures)
+        skipped += budget[1]
+        counts = Counts(client_lines, server_lines, queued_lines, skipped)
         self.total = Counts(*(a + b for a, b in zip(self.total, counts)))
         assert not failures, "wire lines disagree with spec/mechat.abnf:\n" + "\n".join(failures[:10])
         return counts
 
+    def _check_each(
+        self, recorded: "Counter[Any]", budget: List[int], failures: List[str], judge: Callable[..., Any]
+    ) -> int:
+        """Judge each distinct recorded key within the budget; return the occurrences checked."""
+        checked = 0
+        for key, times in recorded.items():
+            if self._affordable(key[1], budget, times):
+                failures += judge(*key)
+                checked += times
+        return checked
+
     @staticmethod
-    def _affordable(line: bytes, budget: List[int]) -> bool:
-        """Spend one long-line token if ``line`` is long; say whether it may be checked."""
+    def _affordable(line: bytes, budget: List[int], times: int) -> bool:
+        """Spend a long-line token if ``line`` is long; count it as skipped if none is left.
+
+        ``budget`` is [long-line tokens left, occurrences skipped].
+        """
         if len(line) <= LONG_LINE:
             return True
-        budget[0] -= 1
-        return budget[0] >= 0
+        if budget[0] > 0:
+            budget[0] -= 1
+            return True
+        budget[1] += times
+        return False
 
     @staticmethod
     def _client_line_failures(phase: Phase, line: bytes, event: Optional[Event]) -> List[str]:
@@ -191,6 +221,18 @@ class WireLog:
         if not valid(rule, line):
             return [f"the server accepted {line[:60]!r} as {rule} in {phase.name}, the grammar does not"]
         return []
+
+
+def received_line_failures(rule: str, line: bytes) -> List[str]:
+    """Compare a line a Peer received with the grammar; return what disagrees."""
+    return [] if valid(rule, line) else [f"a Peer received {line[:60]!r}, which is not {rule}"]
+
+
+def queued_line_failures(rule: str, line: bytes) -> List[str]:
+    """Compare a line the server queued (LF included) with the grammar; return what disagrees."""
+    if line.endswith(LF) and valid(rule, line[: -len(LF)]):
+        return []
+    return [f"the server queued {line[:60]!r}, which is not {rule} and LF"]
 
 
 #: The one log of a test session: conftest installs it and reports its totals.
