@@ -43,7 +43,7 @@ class MechatRule(Rule):
 MechatRule.from_file(GRAMMAR_PATH)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1 << 16)  # the wire check asks about many lines
 def matches(rule: str, line: bytes) -> bool:
     """Say whether the octets ``line`` match ``rule`` from start to end."""
     try:

@@ -8,7 +8,7 @@ order or subset the suite runs.
 """
 
 import random
-from typing import List, Tuple
+from typing import Callable, List, Tuple
 
 import pytest
 
@@ -16,7 +16,7 @@ from mechat.protocol import Event, Notice, Phase
 from mechat.server import ChatServer
 from tests.conftest import StartServer
 from tests.peers import Peer, pair
-from tests.wire import WireLog, queued_line_failures, received_line_failures
+from tests.wire import Counts, WireLog, queued_line_failures, received_line_failures
 
 #: What the chatters say, mixed ASCII and not, with "#" and "/" inside lines.
 VOCABULARY = (
@@ -62,11 +62,12 @@ def turn(rng: random.Random, speaker: Peer, listener: Peer) -> None:
     speaker.expect(*(reply.value for _, reply in refused))
 
 
-def converse(rng: random.Random, alice: Peer, bob: Peer, number: int) -> None:
+def converse(rng: random.Random, alice: Peer, bob: Peer, number: int, checkpoint: Callable[[], None]) -> None:
     """Chat for ROUNDS rounds, renaming once, and end with a /quit (§7.3, §8)."""
     for _ in range(ROUNDS):
         turn(rng, alice, bob)
         turn(rng, bob, alice)
+        checkpoint()
     alice.send(f"/nickname alice-{number}")
     alice.expect(f"#nickname_changed_alice-{number}")
     bob.expect(f"#partner_renamed_alice-{number}")
@@ -83,11 +84,12 @@ def test_thousands_of_wire_lines_match_the_grammar(start_server: StartServer, wi
     server = start_server(max_rate=0)
     rng = random.Random(20261122)
     wire_log.check()  # start from a clean slate: count this test's lines only
-    checked = []
+    checked: List[Counts] = []
     for number in range(PAIRS):
         alice, bob = pair(server.port, "alice", f"b{number}#{number}")
-        converse(rng, alice, bob, number)
-        checked.append(wire_log.check())  # one pair's lines fit in one check's budget
+        # Check after each round: one round's lines fit in one check's budget.
+        converse(rng, alice, bob, number, lambda: checked.append(wire_log.check()))
+    checked.append(wire_log.check())
     assert sum(counts.skipped for counts in checked) == 0
     assert sum(counts.client_lines for counts in checked) >= PAIRS * ROUNDS * 2 * LINES_PER_TURN
     assert sum(counts.server_lines for counts in checked) >= PAIRS * ROUNDS * 2 * LINES_PER_TURN

@@ -62,7 +62,7 @@ RULE_OF_EVENT = {
 LONG_LINE = 512
 LONG_LINES_PER_CHECK = 60
 #: Distinct lines of each direction kept between two checks; more are counted, not kept.
-DISTINCT_PER_CHECK = 1000
+DISTINCT_PER_CHECK = 300
 
 
 def phase_rule(phase: Phase) -> str:
