@@ -60,7 +60,7 @@ RULE_OF_EVENT = {
 
 #: Octets above which a line is expensive to parse; see the module docstring.
 LONG_LINE = 512
-LONG_LINES_PER_CHECK = 60
+LONG_LINES_PER_CHECK = 24
 #: Distinct lines of each direction kept between two checks; more are counted, not kept.
 DISTINCT_PER_CHECK = 300
 
