@@ -37,8 +37,9 @@ DEFAULT_PORT = 7878
 # for each from its constructor and its command line.
 
 #: §2.3: a line holds at most this many octets before its LF (a CR before
-#: the LF is not counted); the grammar's ``line-octets`` rule.  The seed design's 2,000-byte message limit; it
-#: is also the framing limit, so that the reader never needs to keep more.
+#: the LF is not counted): the grammar's ``line-octets`` rule.  The seed
+#: design's 2,000-byte message limit; it is also the framing limit, so that
+#: the reader never needs to keep more.
 MAX_LINE_OCTETS = 2000
 
 #: §3: the longest nickname, in characters (all of them ASCII, so octets).
