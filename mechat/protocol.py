@@ -37,8 +37,9 @@ DEFAULT_PORT = 7878
 # for each from its constructor and its command line.
 
 #: §2.3: a line holds at most this many octets before its LF (a CR before
-#: the LF is not counted).  The seed design's 2,000-byte message limit; it
-#: is also the framing limit, so that the reader never needs to keep more.
+#: the LF is not counted): the grammar's ``line-octets`` rule.  The seed
+#: design's 2,000-byte message limit; it is also the framing limit, so that
+#: the reader never needs to keep more.
 MAX_LINE_OCTETS = 2000
 
 #: §3: the longest nickname, in characters (all of them ASCII, so octets).
@@ -65,7 +66,9 @@ DEFAULT_MAX_RATE = 1000.0
 
 # -- Framing (§2) -----------------------------------------------------------
 
+# LF = %x0A   (an RFC 5234 core rule): ends every line                   §2.1
 LF = b"\n"
+# CR = %x0D   (an RFC 5234 core rule): one just before LF is dropped      §2.2
 CR = b"\r"
 
 
@@ -128,29 +131,45 @@ class LineBuffer:
 
 
 # -- Grammar rules (spec/mechat.abnf) ---------------------------------------
-# The patterns match whole decoded lines (``fullmatch``).  Octet limits are
-# checked by the framing (§2.3) and by ``len(line)``; the patterns check the
-# characters.
+# One constant per rule that the code needs, named after the rule, with the
+# rule quoted above it.  The patterns match whole lines (``fullmatch``).
+# Two things ABNF says at the octet level are checked another way here:
+#
+# * line-octets = 0*2000( %x00-09 / %x0B-FF )                           §2.3
+#   is LineBuffer's job (it cuts at LF and counts, MAX_LINE_OCTETS), and
+#   check_message's ``len(line)``;
+# * the UTF8-2, UTF8-3, UTF8-4 and UTF8-tail rules of RFC 3629            §2.4
+#   are the strict UTF-8 decoder's: a line that decodes matches them, and
+#   each UTF8-2/3/4 sequence becomes one code point from U+0080 up.  So the
+#   message rules below are written over decoded text.
 
-# nick-first = %x21-2E / %x30-7E   ; VCHAR except "/"                   §3
+# SP = %x20   (an RFC 5234 core rule)                                    §5.2
+SP = b" "
+# VCHAR = %x21-7E   (an RFC 5234 core rule)                              §3
+VCHAR = r"[\x21-\x7e]"
+# nick-first = %x21-2E / %x30-7E                                          §3
 nick_first = r"[\x21-\x2e\x30-\x7e]"
 # nickname = nick-first *29VCHAR                                          §3
-VCHAR = r"[\x21-\x7e]"
 nickname = r"%s%s{0,%d}" % (nick_first, VCHAR, MAX_NICKNAME_CHARS - 1)
 NICKNAME_RE = re.compile(nickname)
 
 # message-char = HTAB / %x20-7E / UTF8-2 / UTF8-3 / UTF8-4                 §4
-# (checked on the decoded text: any character but the C0 controls other
-# than HTAB, and DEL; UTF-8 validity itself is checked by decoding)
-FORBIDDEN_IN_MESSAGE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+message_char = r"[\t\x20-\x7e\x80-\U0010ffff]"
+# message-first = HTAB / %x20-22 / %x24-2E / %x30-7E / UTF8-2 / UTF8-3 / UTF8-4   §4
+message_first = r"[\t\x20-\x22\x24-\x2e\x30-\x7e\x80-\U0010ffff]"
+# message = message-first *1999message-char                                §4
+# (the count is left to len(): 2000 octets is the limit, and characters
+# can be longer than one octet)
+message = message_first + message_char + "*"
+MESSAGE_RE = re.compile(message)
 
 # quit-command = %s"/quit"                                                §5.1
 quit_command = b"/quit"
-# nickname-command = %s"/nickname" SP nickname                            §5.2
-nickname_command = b"/nickname"
+# nickname-verb = %s"/nickname"                                           §5.2
+nickname_verb = b"/nickname"
 
 COMMAND_PREFIX = b"/"  # §5: a line that starts with "/" is a command
-NOTICE_PREFIX = b"#"  # §4: a line that starts with "#" is the server's
+NOTICE_PREFIX = b"#"  # §4, §6: a line that starts with "#" is the server's
 
 
 # -- Notices (§6) -----------------------------------------------------------
@@ -159,21 +178,35 @@ NOTICE_PREFIX = b"#"  # §4: a line that starts with "#" is the server's
 class Notice(str, enum.Enum):
     """Every line the server sends of its own, by name (§6).
 
-    A notice that carries a nickname is the text below followed directly by
-    the nickname, as in ``#matched_to_bob``.
+    Each member is named after its ABNF rule (``matched-to`` is
+    MATCHED_TO), whose text is quoted above it.  A notice that carries a
+    nickname is the value below followed directly by the nickname, as in
+    ``#matched_to_bob``.
     """
 
+    # wait = %s"#wait"                                       §6, §7.1, §7.2
     WAIT = "#wait"
+    # matched-to = %s"#matched_to_" nickname                 §6, §7.1
     MATCHED_TO = "#matched_to_"
+    # user-quit = %s"#user_quit"                             §6, §8
     USER_QUIT = "#user_quit"
+    # nickname-changed = %s"#nickname_changed_" nickname     §6, §5.2
     NICKNAME_CHANGED = "#nickname_changed_"
+    # partner-renamed = %s"#partner_renamed_" nickname       §6, §5.2
     PARTNER_RENAMED = "#partner_renamed_"
+    # invalid-nickname = %s"#invalid_nickname"               §6, §3, §5.2
     INVALID_NICKNAME = "#invalid_nickname"
+    # invalid-message = %s"#invalid_message"                 §6, §4
     INVALID_MESSAGE = "#invalid_message"
+    # invalid-command = %s"#invalid_command"                 §6, §5.3
     INVALID_COMMAND = "#invalid_command"
+    # rate-limited = %s"#rate_limited"                       §6, §9.5
     RATE_LIMITED = "#rate_limited"
+    # nickname-timeout = %s"#nickname_timeout"               §6, §9.2
     NICKNAME_TIMEOUT = "#nickname_timeout"
+    # server-full = %s"#server_full"                         §6, §9.3
     SERVER_FULL = "#server_full"
+    # server-shutdown = %s"#server_shutdown"                 §6, §10
     SERVER_SHUTDOWN = "#server_shutdown"
 
 
@@ -350,23 +383,25 @@ def parse_nickname(raw: bytes) -> str:
 
 def check_message(line: bytes) -> None:
     """Raise InvalidMessage unless ``line`` is a message (§4)."""
-    if not line or len(line) > MAX_LINE_OCTETS or line.startswith(NOTICE_PREFIX):
+    if len(line) > MAX_LINE_OCTETS:  # line-octets, §2.3
         raise InvalidMessage()
     try:
-        text = line.decode("utf-8")
+        text = line.decode("utf-8")  # the UTF8- rules, §2.4
     except UnicodeDecodeError:
         raise InvalidMessage() from None
-    if FORBIDDEN_IN_MESSAGE_RE.search(text):
+    if not MESSAGE_RE.fullmatch(text):
         raise InvalidMessage()
 
 
 def parse_command(phase: Phase, line: bytes) -> Parsed:
     """Match a command exactly, case and all (§5.3); raise if refused."""
-    name, space, argument = line.partition(b" ")
+    # nickname-command = nickname-verb SP nickname                          §5.2
+    # The verb alone makes a line a rename: whatever follows the first SP
+    # must then be a nickname, or the reply is #invalid_nickname.
+    name, space, argument = line.partition(SP)
     if line == quit_command:
         return QUIT
-    if name == nickname_command and phase is not Phase.NICKNAME:
-        # §5.2: "/nickname" alone, or with a bad name, is a bad nickname.
+    if name == nickname_verb and phase is not Phase.NICKNAME:
         return Parsed(Event.RENAME, parse_nickname(argument if space else b""))
     raise InvalidCommand()
 

@@ -1,4 +1,4 @@
-"""Fixtures: a real ChatServer on 127.0.0.1 port 0, run in a thread."""
+"""Fixtures: a real ChatServer on 127.0.0.1 port 0, run in a thread, and the wire check."""
 
 import threading
 from typing import Any, Callable, Iterator, List, Tuple
@@ -6,6 +6,7 @@ from typing import Any, Callable, Iterator, List, Tuple
 import pytest
 
 from mechat.server import ChatServer, Limits
+from tests import wire
 from tests.peers import Peer
 
 StartServer = Callable[..., ChatServer]
@@ -43,3 +44,42 @@ def close_peers() -> Iterator[None]:
     for peer in Peer.opened:
         peer.close()
     Peer.opened.clear()
+
+
+# -- The wire check (tests/wire.py) ---------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker that exempts a test from the wire check."""
+    config.addinivalue_line(
+        "markers", "unchecked_wire: the test runs a deliberately broken server; its lines are not checked"
+    )
+
+
+@pytest.fixture(scope="session")
+def wire_log() -> Iterator[wire.WireLog]:
+    """Record every line on the wire, the whole session long."""
+    with wire.SESSION.installed() as log:
+        yield log
+
+
+@pytest.fixture(autouse=True)
+def wire_check(request: pytest.FixtureRequest, wire_log: wire.WireLog) -> Iterator[None]:
+    """After each test, hold the lines it put on the wire to spec/mechat.abnf."""
+    yield
+    if request.node.get_closest_marker("unchecked_wire"):
+        wire_log.discard()
+    else:
+        wire_log.check()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say how many wire lines the grammar checked, and how many it could not."""
+    log = wire.SESSION
+    terminalreporter.write_line(
+        f"wire check: {log.total.client_lines} client lines judged by the server, "
+        f"{log.total.server_lines} lines received and {log.total.queued_lines} lines queued by the "
+        "server matched against spec/mechat.abnf "
+        f"({log.sent} lines sent by test peers; {log.too_long} over-long lines; "
+        f"{log.total.skipped} lines over the per-test budget, unchecked)"
+    )

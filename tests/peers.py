@@ -14,9 +14,10 @@ from typing import Callable, ClassVar, List, Optional, Union
 #: Seconds any single expected line may take to arrive.
 TIMEOUT = 5.0
 
-#: Called with ("c2s" or "s2c", line) for every whole line a Peer sends or
-#: receives; the wire-check fixture in conftest.py installs it.
-Recorder = Callable[[str, bytes], None]
+#: Called with (the Peer, "c2s" or "s2c", line) for every whole line a Peer
+#: sends or receives; the wire-check fixture in conftest.py installs it.  The
+#: Peer is passed so that the check can follow each connection's phase.
+Recorder = Callable[["Peer", str, bytes], None]
 
 
 class Peer:
@@ -90,7 +91,7 @@ class Peer:
     def record(self, direction: str, line: bytes) -> None:
         """Hand a whole line to the wire recorder, if one is installed."""
         if Peer.recorder is not None:
-            Peer.recorder(direction, line)
+            Peer.recorder(self, direction, line)
 
     # -- Ending ---------------------------------------------------------------
 

@@ -60,7 +60,10 @@ class Keyboard:
 
     def __iter__(self) -> Iterator[str]:
         while True:
-            line = self.typed.get(timeout=30)
+            try:
+                line = self.typed.get(timeout=30)
+            except queue.Empty:
+                return  # a test that never typed Ctrl-D: end the input, don't kill the thread
             if line is None:
                 return
             yield line
@@ -83,6 +86,7 @@ class Session:
         """Wait for the client to finish and return its exit status."""
         self.thread.join(timeout=TIMEOUT)
         assert not self.thread.is_alive(), "the client did not finish"
+        self.keyboard.type(None)  # and let its writer thread go now, not in 30 s
         self.sock.close()
         return self.status[0]
 
