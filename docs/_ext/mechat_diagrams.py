@@ -2,10 +2,10 @@
 
 When the build starts, this runs every scenario in ``scenarios.py`` against
 a live server and writes one PlantUML sequence diagram per scenario; draws
-the state diagram and the state table from :data:`mechat.protocol.TRANSITIONS`;
-records what two real clients show in a session (``session.py``); and runs
-the conformance kit against mechat and against servers with planted bugs
-(``grading.py``).  The pages include the results from ``_generated/``.
+the state diagram from :data:`mechat.protocol.TRANSITIONS`; turns the state
+table of ``spec/protocol.md`` into CSV; records what two real clients show
+in a session (``session.py``); and runs the conformance kit against mechat
+and against servers with planted bugs (``grading.py``).  The pages include the results from ``_generated/``.
 Nothing is drawn by hand, so a change in the server's behaviour either
 changes the pictures or, when a scenario's expectations no longer hold,
 fails the build.
@@ -80,15 +80,6 @@ def state_diagram() -> str:
     return "\n".join([*lines, "CLOSED --> [*]", "@enduml", ""])
 
 
-def state_table() -> str:
-    """Return the state table as CSV: phase, event, reply, next phase."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    for (phase, event), transition in TRANSITIONS.items():
-        writer.writerow([phase.name, event.value, transition.reply, transition.next_phase.name])
-    return out.getvalue()
-
-
 def spec_state_table(markdown: str) -> str:
     """Return the §7.5 table of ``spec/protocol.md`` as CSV, header first, cells verbatim.
 
@@ -125,10 +116,8 @@ def generate(app: Sphinx) -> None:
         log.info("mechat: recording scenario %s", name)
         write_if_changed(out / ("%s.puml" % name), sequence_diagram(record(script)))
     write_if_changed(out / "states.puml", state_diagram())
-    write_if_changed(out / "state-table.csv", state_table())
     spec = Path(app.srcdir).parent / "spec" / "protocol.md"
-    if spec.exists():
-        write_if_changed(out / "spec-state-table.csv", spec_state_table(spec.read_text(encoding="utf-8")))
+    write_if_changed(out / "spec-state-table.csv", spec_state_table(spec.read_text(encoding="utf-8")))
     for name, lines in record_session().items():
         write_if_changed(out / ("session-%s.txt" % name), "\n".join([*lines, ""]))
     log.info("mechat: running the conformance kit")
