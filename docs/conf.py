@@ -46,6 +46,9 @@ nitpick_ignore_regex = [
 exclude_patterns = ["_build", "_generated"]
 templates_path: "list[str]" = []
 
+# Plain ``::`` blocks (the ASCII diagrams in docstrings) are not Python.
+highlight_language = "text"
+
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
