@@ -334,14 +334,6 @@ TRANSITIONS: Dict[Tuple[Phase, Event], Transition] = {
     (_C, Event.SHUTDOWN): _SHUT,
 }
 
-#: Which notice each refusal event answers with (§6).
-REFUSALS = {
-    Event.INVALID_NICKNAME: Notice.INVALID_NICKNAME,
-    Event.INVALID_MESSAGE: Notice.INVALID_MESSAGE,
-    Event.INVALID_COMMAND: Notice.INVALID_COMMAND,
-    Event.RATE_LIMITED: Notice.RATE_LIMITED,
-}
-
 
 # -- Parsing a line ---------------------------------------------------------
 
@@ -404,11 +396,3 @@ def parse_command(phase: Phase, line: bytes) -> Parsed:
     if name == nickname_verb and phase is not Phase.NICKNAME:
         return Parsed(Event.RENAME, parse_nickname(argument if space else b""))
     raise InvalidCommand()
-
-
-def event_of(error: ProtocolError) -> Event:
-    """Return the refusal event that ``error`` stands for (§7.5)."""
-    for event, name in REFUSALS.items():
-        if name is error.notice:
-            return event
-    raise ValueError(error)
