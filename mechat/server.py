@@ -302,7 +302,11 @@ class ChatHandler(socketserver.BaseRequestHandler):
         partner = self.matchmaker.leave(chatter)
         chatter.hang_up()
         if partner is not None:
+            assert isinstance(partner, Connection)
             self.owed.add(partner)
+            # Wake the partner's handler, which ends its session and closes it (§8);
+            # the partner may be idle in recv(), and would otherwise stay open.
+            partner.hang_up(socket.SHUT_RD)
 
 
 class ChatServer(socketserver.ThreadingTCPServer):
