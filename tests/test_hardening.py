@@ -182,39 +182,33 @@ def in_background(target: Callable[[], None]) -> Iterator[None]:
     assert not thread.is_alive(), "background sender never finished"
 
 
-def test_partner_that_never_reads_is_dropped(start_server: StartServer) -> None:
-    """§9.4: a write blocked past --send-timeout drops the non-reader; the sender gets #user_quit."""
-    server = start_server(send_timeout=0.3, max_rate=0)
+def slow_consumer_drops_partner(port: int, flood: Callable[[Peer, socket.socket], None]) -> None:
+    """Pair alice with a non-reader, run ``flood``; alice must get #user_quit, then a close."""
     baseline = Baseline()
-    alice = Peer(server.port)
+    alice = Peer(port)
     alice.send("alice")
     alice.expect("#wait")
-    bob = non_reader(server.port, "bob")
+    bob = non_reader(port, "bob")
     alice.expect("#matched_to_bob")
-    line = b"y" * 999 + b"\n"
-    with in_background(lambda: send_until_refused(alice.sock, line, 40_000)):
+    with in_background(lambda: flood(alice, bob)):
         alice.expect("#user_quit")
         alice.expect_closed()
     alice.close()
     bob.close()
     baseline.settle()  # the server let go of bob's thread and socket too
+
+
+def test_partner_that_never_reads_is_dropped(start_server: StartServer) -> None:
+    """§9.4: a write blocked past --send-timeout drops the non-reader; the sender gets #user_quit."""
+    server = start_server(send_timeout=0.3, max_rate=0)
+    line = b"y" * 999 + b"\n"
+    slow_consumer_drops_partner(server.port, lambda alice, bob: send_until_refused(alice.sock, line, 40_000))
 
 
 def test_non_reader_that_floods_its_own_replies_is_dropped(start_server: StartServer) -> None:
     """§9.4, §8: a client whose refusals back up is dropped; its partner gets #user_quit and a close."""
     server = start_server(send_timeout=0.3, max_rate=0)
-    baseline = Baseline()
-    alice = Peer(server.port)
-    alice.send("alice")
-    alice.expect("#wait")
-    bob = non_reader(server.port, "bob")
-    alice.expect("#matched_to_bob")
-    with in_background(lambda: send_until_refused(bob, b"#x\n" * 1000, 1000)):
-        alice.expect("#user_quit")
-        alice.expect_closed()
-    alice.close()
-    bob.close()
-    baseline.settle()  # the server let go of bob's thread and socket too
+    slow_consumer_drops_partner(server.port, lambda alice, bob: send_until_refused(bob, b"#x\n" * 1000, 1000))
 
 
 # -- §9.5 flood control ------------------------------------------------------
