@@ -13,11 +13,7 @@ to synchronise: the test asserts the end state, never how long it took.
 import os
 import threading
 import time
-from typing import Iterator, List, NamedTuple
-
-import pytest
-
-from tests.peers import Peer
+from typing import NamedTuple
 
 #: Seconds the counts may take to come back before the test fails.
 SETTLE_TIMEOUT = 5.0
@@ -53,19 +49,3 @@ class Baseline:
             now = counts()
         assert now == self.before, "leaked: before %s, after %s" % (self.before, now)
         return now
-
-
-@pytest.fixture
-def close_peers(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[Peer]]:
-    """Record every Peer a test makes, and close them all after it (no unclosed sockets)."""
-    made: List[Peer] = []
-    original_init = Peer.__init__
-
-    def init_and_record(self: Peer, port: int, host: str = "127.0.0.1") -> None:
-        original_init(self, port, host)
-        made.append(self)
-
-    monkeypatch.setattr(Peer, "__init__", init_and_record)
-    yield made
-    for peer in made:
-        peer.close()

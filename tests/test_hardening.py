@@ -19,7 +19,7 @@ import pytest
 
 from mechat.flood import TokenBucket
 from tests.conftest import StartServer
-from tests.leaks import Baseline, close_peers  # noqa: F401  (a fixture)
+from tests.leaks import Baseline
 from tests.peers import TIMEOUT, Peer, pair
 
 pytestmark = pytest.mark.usefixtures("close_peers")
