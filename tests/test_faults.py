@@ -21,6 +21,7 @@ import pytest
 from mechat.server import ChatServer
 from tests.leaks import Baseline
 from tests.peers import Peer, pair
+from tests.streams import read_until
 
 #: Every octet value, so every LF in it splits off a line of binary.
 BINARY = bytes(range(256)) * 4
@@ -173,18 +174,10 @@ def test_reset_during_a_flood(checked_server: ChatServer, who_resets: str) -> No
     resetter.reset()
     sender.join(timeout=10)
     assert not sender.is_alive()
-    expect_prefix_then_quit(survivor, first=3 if survivor is bob else 0)
-
-
-def expect_prefix_then_quit(peer: Peer, first: int) -> None:
-    """Read numbered lines from ``first`` on, in order with no gap, until #user_quit and a close."""
-    number = first
-    line = peer.read_line()
-    while line != b"#user_quit":
-        assert line == b"%d" % number, "expected line %d, got %r" % (number, line)
-        number += 1
-        line = peer.read_line()
-    peer.expect_closed()
+    first = 3 if survivor is bob else 0
+    received = read_until(survivor, b"#user_quit")
+    assert received == [b"%d" % number for number in range(first, first + len(received))]
+    survivor.expect_closed()
 
 
 def test_leak_check_can_fail(checked_server: ChatServer) -> None:
