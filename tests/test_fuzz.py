@@ -38,7 +38,9 @@ from tests.leaks import Baseline
 from tests.peers import Peer
 
 SLOW_IS_FINE = [HealthCheck.too_slow]  # each example is a real connection
-settings.register_profile("ci", max_examples=50, deadline=None, derandomize=True, suppress_health_check=SLOW_IS_FINE)
+settings.register_profile(
+    "ci", max_examples=50, derandomize=True, deadline=None, suppress_health_check=SLOW_IS_FINE
+)
 settings.register_profile("long", max_examples=5000, deadline=None, suppress_health_check=SLOW_IS_FINE)
 PROFILE = settings.get_profile(os.environ.get("MECHAT_FUZZ_PROFILE", "ci"))
 
