@@ -72,6 +72,8 @@ class Connection(Chatter):
         self._send_lock = threading.Lock()  # one writer at a time
         self._life_lock = threading.Lock()  # close() versus hang_up()
         self._closed = False
+        #: Set once the socket is closed, so that shutdown can wait for the last write (§10).
+        self.finished = threading.Event()
 
     def flush(self, matchmaker: Matchmaker) -> None:
         """Write everything this connection is owed; raise OSError if it can't be."""
@@ -108,6 +110,7 @@ class Connection(Chatter):
         with self._send_lock, self._life_lock:
             self._closed = True
             self.sock.close()
+        self.finished.set()
 
 
 def connection_of(chatter: Chatter) -> Connection:
@@ -344,3 +347,9 @@ class ChatServer(socketserver.ThreadingTCPServer):
             for conn in connections:
                 conn.hang_up()  # and a client that will not read is cut off
             self.matchmaker.wait_until_empty(SHUTDOWN_GRACE / 2)
+        # A handler leaves the Matchmaker before it writes its last notice and
+        # closes; wait for that too, or the process may exit in between and the
+        # client sees the close without #server_shutdown.
+        deadline = time.monotonic() + SHUTDOWN_GRACE / 2
+        for conn in connections:
+            conn.finished.wait(max(0.0, deadline - time.monotonic()))
