@@ -51,6 +51,10 @@ RECV_SIZE = 65536
 #: Seconds that shutdown waits for clients to take their last notice (§10).
 SHUTDOWN_GRACE = 1.0
 
+#: Seconds a closing connection keeps reading a client that is still sending,
+#: so that its last notice is not lost to a reset (see Connection.close).
+CLOSE_LINGER = 0.5
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -106,11 +110,28 @@ class Connection(Chatter):
                     self.sock.shutdown(how)
 
     def close(self) -> None:
-        """Close the socket once no other thread is writing to it."""
+        """Close the socket once no other thread is writing to it, without losing the last line."""
         with self._send_lock, self._life_lock:
-            self._closed = True
-            self.sock.close()
+            self._closed = True  # from now on no other thread writes to it or shuts it
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)  # FIN, after every byte written
+        self._linger(CLOSE_LINGER)
+        self.sock.close()
         self.finished.set()
+
+    def _linger(self, seconds: float) -> None:
+        """Read and discard what the client still sends, until its end of file or ``seconds``.
+
+        Closing a socket with unread input makes the kernel send a reset and
+        throw away what it has not yet sent, such as the final #user_quit or
+        #server_shutdown (§8, §10).  Reading first lets those bytes go out.
+        """
+        deadline = time.monotonic() + seconds
+        with contextlib.suppress(OSError):
+            while time.monotonic() < deadline:
+                self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+                if not self.sock.recv(RECV_SIZE):
+                    return
 
 
 def connection_of(chatter: Chatter) -> Connection:
