@@ -252,8 +252,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
             return None
 
     def refuse(self, reply: Notice) -> None:
-        """Owe our own client a refusal notice."""
-        self.matchmaker.owe(self.conn, notice(reply))
+        """Owe our own client a refusal notice, unless its session is over."""
+        self.matchmaker.owe_reply(self.conn, notice(reply))
         self.owed.add(self.conn)
 
     def join(self, nickname: str) -> None:
@@ -301,7 +301,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def time_out(self) -> bool:
         """Tell a client that never chose a nickname why it is closed (§9.2)."""
         log.warning("%s sent no nickname in %.0f s", self.conn.address, self.limits.nickname_timeout)
-        self.matchmaker.owe(self.conn, notice(Notice.NICKNAME_TIMEOUT))
+        self.matchmaker.owe_reply(self.conn, notice(Notice.NICKNAME_TIMEOUT))
         return False
 
     # -- Writing ---------------------------------------------------------------
