@@ -28,10 +28,13 @@ What keeps one bad client from hurting the others (spec §9):
 """
 
 import contextlib
+import fcntl
 import logging
 import select
 import socket
 import socketserver
+import struct
+import termios
 import threading
 import time
 from dataclasses import dataclass
@@ -54,6 +57,9 @@ SHUTDOWN_GRACE = 1.0
 #: Seconds a closing connection keeps reading a client that is still sending,
 #: so that its last notice is not lost to a reset (see Connection.close).
 CLOSE_LINGER = 0.5
+
+#: Seconds between two looks at what a closing connection has yet to deliver.
+LINGER_POLL = 0.005
 
 
 @dataclass(frozen=True)
@@ -113,25 +119,35 @@ class Connection(Chatter):
         """Close the socket once no other thread is writing to it, without losing the last line."""
         with self._send_lock, self._life_lock:
             self._closed = True  # from now on no other thread writes to it or shuts it
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_WR)  # FIN, after every byte written
         self._linger(CLOSE_LINGER)
         self.sock.close()
         self.finished.set()
 
     def _linger(self, seconds: float) -> None:
-        """Read and discard what the client still sends, until its end of file or ``seconds``.
+        """Wait, at most ``seconds``, until the client has acknowledged every byte written.
 
-        Closing a socket with unread input makes the kernel send a reset and
-        throw away what it has not yet sent, such as the final #user_quit or
-        #server_shutdown (§8, §10).  Reading first lets those bytes go out.
+        Closing a socket that holds unread input makes the kernel send a
+        reset and drop every byte the client has not yet acknowledged, such
+        as the final #user_quit or #server_shutdown (§8, §10).  Once they are
+        acknowledged they are the client's, reset or not.  Meanwhile read
+        and discard what it sends, so that a client stuck in sending can get
+        to reading.  Nothing signals the acknowledgement, hence the short poll.
         """
         deadline = time.monotonic() + seconds
-        with contextlib.suppress(OSError):
-            while time.monotonic() < deadline:
-                self.sock.settimeout(max(0.001, deadline - time.monotonic()))
-                if not self.sock.recv(RECV_SIZE):
-                    return
+        self.sock.setblocking(False)
+        while unacknowledged(self.sock) and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                self.sock.recv(RECV_SIZE)
+            time.sleep(LINGER_POLL)
+
+
+def unacknowledged(sock: socket.socket) -> int:
+    """Return how many bytes written to ``sock`` await the peer's ACK; 0 where the OS won't say."""
+    try:
+        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # SIOCOUTQ on Linux
+    except OSError:
+        return 0
+    return int(struct.unpack("i", answer)[0])
 
 
 def connection_of(chatter: Chatter) -> Connection:
@@ -174,7 +190,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
         if partner is not None:
             log.info("%s (%s) left; telling %s", self.conn.address, self.conn.nickname, partner.nickname)
             self.deliver(partner)
-            connection_of(partner).hang_up()
+            # Wake the partner's handler to close it; not SHUT_RDWR, whose FIN
+            # makes the kernel answer a still-sending partner with a reset that
+            # can drop the #user_quit just written (its close() lingers instead).
+            connection_of(partner).hang_up(socket.SHUT_RD)
         self.deliver(self.conn)
         self.conn.close()
         log.info("%s (%s) closed", self.conn.address, self.conn.nickname or "no nickname")
