@@ -61,6 +61,9 @@ CLOSE_LINGER = 0.5
 #: Seconds between two looks at what a closing connection has yet to deliver.
 LINGER_POLL = 0.005
 
+#: Linux's tcpi_state for a connection that is over (include/net/tcp_states.h).
+TCP_CLOSE = 7
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -142,10 +145,12 @@ class Connection(Chatter):
 
 
 def unacknowledged(sock: socket.socket) -> int:
-    """Return how many bytes written to ``sock`` await the peer's ACK; 0 where the OS won't say."""
+    """Return how many bytes written to ``sock`` may still reach the peer; 0 where the OS won't say."""
     try:
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE:
+            return 0  # reset by the peer: nothing more will reach it
         answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # SIOCOUTQ on Linux
-    except OSError:
+    except (OSError, AttributeError):
         return 0
     return int(struct.unpack("i", answer)[0])
 
