@@ -22,8 +22,6 @@ from tests.conftest import StartServer
 from tests.leaks import Baseline
 from tests.peers import TIMEOUT, Peer, pair
 
-pytestmark = pytest.mark.usefixtures("close_peers")
-
 #: A flood chunk, made once so that the test's own allocations stay out of the trace.
 CHUNK = b"x" * 65536
 

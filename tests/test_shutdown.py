@@ -11,6 +11,7 @@ status 0, and stderr holds no traceback.  The terminal client, run as a
 process, shows the notice as a sentence and exits with status 0.
 """
 
+import contextlib
 import os
 import queue
 import re
@@ -27,8 +28,6 @@ from tests.conftest import StartServer
 from tests.leaks import Baseline
 from tests.peers import TIMEOUT, Peer, pair
 from tests.streams import numbered, send_until_closed
-
-pytestmark = pytest.mark.usefixtures("close_peers")
 
 #: The worktree root, so that the subprocesses import this very mechat.
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +91,31 @@ def test_server_close_during_a_flood(start_server: StartServer) -> None:
     alice.close()
     bob.close()
     baseline.settle()
+
+
+def read_everything(peer: Peer) -> List[bytes]:
+    """Read as fast as the socket gives until the server closes; return the lines."""
+    received = bytearray()
+    with contextlib.suppress(ConnectionResetError):
+        data = peer.sock.recv(65536)
+        while data:
+            received += data
+            data = peer.sock.recv(65536)
+    return bytes(received).split(b"\n")
+
+
+@pytest.mark.parametrize("phase", ["nickname", "chatting"])
+def test_burst_in_flight_ends_with_shutdown(start_server: StartServer, phase: str) -> None:
+    """§6, §10: with a burst of refused lines in flight, #server_shutdown still comes, and last."""
+    server = start_server(max_rate=0)
+    flooder = pair(server.port)[0] if phase == "chatting" else Peer(server.port)
+    flooder.send_raw(b"bad nick\x00\n" * 5000)
+    flooder.read_line()  # the first refusal: the burst is being answered
+    server.shutdown()
+    server.server_close()
+    received = read_everything(flooder)
+    assert received[-2:] == [b"#server_shutdown", b""]  # the last line, then the close
+    assert b"#server_shutdown" not in received[:-2]
 
 
 # -- The real process ---------------------------------------------------------
