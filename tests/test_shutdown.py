@@ -16,6 +16,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -90,6 +91,29 @@ def test_server_close_during_a_flood(start_server: StartServer) -> None:
     flooder.join(timeout=TIMEOUT)
     alice.close()
     bob.close()
+    baseline.settle()
+
+
+def test_server_close_cuts_off_a_client_that_does_not_read(start_server: StartServer) -> None:
+    """§9.4, §10: a handler stuck writing to a non-reader does not hold shutdown up; nothing is left."""
+    baseline = Baseline()
+    server = start_server(max_rate=0)  # the default send timeout, far longer than the shutdown grace
+    alice = Peer(server.port)
+    alice.send("alice")
+    alice.expect("#wait")
+    stuck = Peer(server.port)
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.send("stuck")
+    alice.expect("#matched_to_stuck")
+    flooder = threading.Thread(target=send_until_closed, args=(alice, [b"z" * 1023] * 30_000), daemon=True)
+    flooder.start()  # 30 MB: alice's handler soon blocks writing to stuck
+    server.shutdown()
+    server.server_close()
+    alice.expect("#server_shutdown")
+    alice.expect_closed()
+    flooder.join(timeout=TIMEOUT)
+    alice.close()
+    stuck.close()
     baseline.settle()
 
 
