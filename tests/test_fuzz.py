@@ -8,7 +8,8 @@ hangs up (end of file, §8), and both clients read until the server closes.
 
 The properties:
 
-* every line the server sends is a server-to-client line: a notice of §6
+* every line the server sends is a ``server-line`` of spec/mechat.abnf
+  (tests/grammar.py), and also, by the code's own rules, a notice of §6
   (``protocol.parse_notice``) or a message of §4 (``protocol.check_message``);
 * a relayed message is one of the fuzzer's own complete lines, in the order
   sent (nothing invented, cut or reordered);
@@ -34,6 +35,7 @@ from hypothesis import strategies as st
 from mechat import protocol
 from mechat.protocol import Notice
 from mechat.server import ChatServer
+from tests.grammar import valid
 from tests.leaks import Baseline
 from tests.peers import Peer
 
@@ -51,8 +53,14 @@ FINAL_NOTICES = {Notice.USER_QUIT, Notice.NICKNAME_TIMEOUT, Notice.SERVER_FULL, 
 TOKENS = [b"fuzzer\n", b"/quit\n", b"/nickname new\n", b"/nickname\n", b"/quitnow\n", b"hello\n", b"#wait\n"]
 TOKENS += [b"\r", b"\n", b"\r\n", b"\x00", b"\xff", "é".encode(), b"x" * 2100]
 
-piece = st.one_of(st.sampled_from(TOKENS), st.binary(max_size=80))
-streams = st.lists(piece, max_size=30)
+#: Messages, so that a matched fuzzer has something to relay (§4).
+MESSAGES = [b"hello\n", "été ☃\tok\n".encode(), b"x" * 1999 + b"\n"]
+
+piece = st.one_of(st.sampled_from(TOKENS), st.sampled_from(MESSAGES), st.binary(max_size=80))
+#: Half the streams open with a valid nickname, so they reach the chatting phase (§7.3).
+streams = st.builds(
+    lambda named, rest: [b"fuzzer\n"] * named + rest, st.booleans(), st.lists(piece, max_size=30)
+)
 
 
 def sent_lines(stream: bytes) -> List[bytes]:
@@ -76,6 +84,7 @@ def check_server_lines(lines: List[bytes]) -> List[bytes]:
     """Check each line is a notice or a message, nothing after a final notice; return the messages."""
     messages = []
     for index, line in enumerate(lines):
+        assert valid("server-line", line), "not a server-line of spec/mechat.abnf: %r" % line[:80]
         if line.startswith(protocol.NOTICE_PREFIX):
             name, _ = protocol.parse_notice(line.decode("ascii"))
             assert name not in FINAL_NOTICES or index == len(lines) - 1, "lines after %r" % line
