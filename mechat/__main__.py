@@ -8,6 +8,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from types import FrameType
 from typing import Callable, List, Optional
 
@@ -176,20 +177,40 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, stop_serving(server)) for signum in STOP_SIGNALS}
     logging.getLogger("mechat").info("mechat %s listening on %s:%d", __version__, args.host, server.port)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        logging.getLogger("mechat").info("shutting down")
+        server.serve_forever(poll_interval=SHUTDOWN_POLL)
     finally:
         server.server_close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 
-def interrupt(signum: int, frame: Optional[FrameType]) -> None:
-    """Turn SIGTERM into the same clean stop as Ctrl-C."""
-    raise KeyboardInterrupt
+#: The signals that stop the server cleanly (spec §10).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+#: Seconds serve_forever() may take to notice a stop request (spec §10).
+SHUTDOWN_POLL = 0.1
+
+
+def stop_serving(server: ChatServer) -> Callable[[int, Optional[FrameType]], None]:
+    """Make a signal handler that stops ``server`` cleanly.
+
+    Raising KeyboardInterrupt from the handler, as Python does for Ctrl-C,
+    can land inside socketserver while it hands a new connection to its
+    thread; socketserver then closes that socket under the running handler,
+    and that client never gets #server_shutdown.  So the handler only asks
+    serve_forever() to return, from a thread, since shutdown() waits for it.
+    """
+
+    def handle(signum: int, frame: Optional[FrameType]) -> None:
+        logging.getLogger("mechat").info("shutting down")
+        threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
+
+    return handle
 
 
 def run_chat(args: argparse.Namespace) -> int:

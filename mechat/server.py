@@ -28,14 +28,17 @@ What keeps one bad client from hurting the others (spec §9):
 """
 
 import contextlib
+import fcntl
 import logging
 import select
 import socket
 import socketserver
+import struct
+import termios
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Dict, Iterator, Optional, Set, Tuple
+from typing import Callable, ClassVar, Dict, Iterator, List, Optional, Set, Tuple
 
 from mechat import protocol
 from mechat.flood import TokenBucket
@@ -50,6 +53,20 @@ RECV_SIZE = 65536
 
 #: Seconds that shutdown waits for clients to take their last notice (§10).
 SHUTDOWN_GRACE = 1.0
+
+#: Seconds shutdown then gives the handlers of clients it had to cut off.
+#: With the grace, the whole stop stays under the 2 s that §10 promises.
+SHUTDOWN_CUTOFF = 0.5
+
+#: Seconds a closing connection keeps reading a client that is still sending,
+#: so that its last notice is not lost to a reset (see Connection.close).
+CLOSE_LINGER = 0.5
+
+#: Seconds between two looks at what a closing connection has yet to deliver.
+LINGER_POLL = 0.005
+
+#: Linux's tcpi_state for a connection that is over (include/net/tcp_states.h).
+TCP_CLOSE = 7
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,8 @@ class Connection(Chatter):
         self._send_lock = threading.Lock()  # one writer at a time
         self._life_lock = threading.Lock()  # close() versus hang_up()
         self._closed = False
+        #: Set once the socket is closed, so that shutdown can wait for the last write (§10).
+        self.finished = threading.Event()
 
     def flush(self, matchmaker: Matchmaker) -> None:
         """Write everything this connection is owed; raise OSError if it can't be."""
@@ -104,10 +123,40 @@ class Connection(Chatter):
                     self.sock.shutdown(how)
 
     def close(self) -> None:
-        """Close the socket once no other thread is writing to it."""
+        """Close the socket once no other thread is writing to it, without losing the last line."""
         with self._send_lock, self._life_lock:
-            self._closed = True
-            self.sock.close()
+            self._closed = True  # from now on no other thread writes to it or shuts it
+        self._linger(CLOSE_LINGER)
+        self.sock.close()
+        self.finished.set()
+
+    def _linger(self, seconds: float) -> None:
+        """Wait, at most ``seconds``, until the client has acknowledged every byte written.
+
+        Closing a socket that holds unread input makes the kernel send a
+        reset and drop every byte the client has not yet acknowledged, such
+        as the final #user_quit or #server_shutdown (§8, §10).  Once they are
+        acknowledged they are the client's, reset or not.  Meanwhile read
+        and discard what it sends, so that a client stuck in sending can get
+        to reading.  Nothing signals the acknowledgement, hence the short poll.
+        """
+        deadline = time.monotonic() + seconds
+        self.sock.setblocking(False)
+        while unacknowledged(self.sock) and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                self.sock.recv(RECV_SIZE)
+            time.sleep(LINGER_POLL)
+
+
+def unacknowledged(sock: socket.socket) -> int:
+    """Return how many bytes written to ``sock`` may still reach the peer; 0 where the OS won't say."""
+    try:
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE:
+            return 0  # reset by the peer: nothing more will reach it
+        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # SIOCOUTQ on Linux
+    except (OSError, AttributeError):
+        return 0
+    return int(struct.unpack("i", answer)[0])
 
 
 def connection_of(chatter: Chatter) -> Connection:
@@ -150,7 +199,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
         if partner is not None:
             log.info("%s (%s) left; telling %s", self.conn.address, self.conn.nickname, partner.nickname)
             self.deliver(partner)
-            connection_of(partner).hang_up()
+            # Wake the partner's handler to close it; not SHUT_RDWR, whose FIN
+            # makes the kernel answer a still-sending partner with a reset that
+            # can drop the #user_quit just written (its close() lingers instead).
+            connection_of(partner).hang_up(socket.SHUT_RD)
         self.deliver(self.conn)
         self.conn.close()
         log.info("%s (%s) closed", self.conn.address, self.conn.nickname or "no nickname")
@@ -228,8 +280,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
             return None
 
     def refuse(self, reply: Notice) -> None:
-        """Owe our own client a refusal notice."""
-        self.matchmaker.owe(self.conn, notice(reply))
+        """Owe our own client a refusal notice, unless its session is over."""
+        self.matchmaker.owe_reply(self.conn, notice(reply))
         self.owed.add(self.conn)
 
     def join(self, nickname: str) -> None:
@@ -277,7 +329,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def time_out(self) -> bool:
         """Tell a client that never chose a nickname why it is closed (§9.2)."""
         log.warning("%s sent no nickname in %.0f s", self.conn.address, self.limits.nickname_timeout)
-        self.matchmaker.owe(self.conn, notice(Notice.NICKNAME_TIMEOUT))
+        self.matchmaker.owe_reply(self.conn, notice(Notice.NICKNAME_TIMEOUT))
         return False
 
     # -- Writing ---------------------------------------------------------------
@@ -302,7 +354,11 @@ class ChatHandler(socketserver.BaseRequestHandler):
         partner = self.matchmaker.leave(chatter)
         chatter.hang_up()
         if partner is not None:
+            assert isinstance(partner, Connection)
             self.owed.add(partner)
+            # Wake the partner's handler, which ends its session and closes it (§8);
+            # the partner may be idle in recv(), and would otherwise stay open.
+            partner.hang_up(socket.SHUT_RD)
 
 
 class ChatServer(socketserver.ThreadingTCPServer):
@@ -336,7 +392,16 @@ class ChatServer(socketserver.ThreadingTCPServer):
         connections = [connection_of(chatter) for chatter in self.matchmaker.close()]
         for conn in connections:
             conn.hang_up(socket.SHUT_RD)  # wakes the handler, which writes the notice
-        if not self.matchmaker.wait_until_empty(SHUTDOWN_GRACE):
+        # A handler leaves the Matchmaker before it writes its last notice and
+        # closes; wait for both, or the process may exit in between and the
+        # client sees the close without #server_shutdown.
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        if not (self.matchmaker.wait_until_empty(SHUTDOWN_GRACE) and all_finished(connections, deadline)):
             for conn in connections:
-                conn.hang_up()  # and a client that will not read is cut off
-            self.matchmaker.wait_until_empty(SHUTDOWN_GRACE / 2)
+                conn.hang_up()  # a client that will not read is cut off
+            all_finished(connections, time.monotonic() + SHUTDOWN_CUTOFF)
+
+
+def all_finished(connections: List[Connection], deadline: float) -> bool:
+    """Wait until every connection is closed, or the monotonic ``deadline`` passes."""
+    return all(conn.finished.wait(max(0.0, deadline - time.monotonic())) for conn in connections)

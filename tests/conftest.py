@@ -7,7 +7,8 @@ import pytest
 
 from mechat.server import ChatServer, Limits
 from tests import wire
-from tests.peers import Peer
+from tests.leaks import Baseline
+from tests.peers import Peer, pair
 
 StartServer = Callable[..., ChatServer]
 
@@ -44,6 +45,29 @@ def close_peers() -> Iterator[None]:
     for peer in Peer.opened:
         peer.close()
     Peer.opened.clear()
+
+
+@pytest.fixture
+def checked_server(start_server: StartServer) -> Iterator[ChatServer]:
+    """A server that must still pair newcomers after the test, and leak nothing.
+
+    After the test every Peer is closed, and the process's threads and
+    descriptors must come back to what they were before the first client
+    connected; then a fresh pair must still chat (the server survived
+    whatever the test did), and leave nothing behind either.
+    """
+    server = start_server(max_rate=0)
+    baseline = Baseline()
+    yield server
+    for peer in Peer.opened:
+        peer.close()
+    baseline.settle()  # every handler has left the Matchmaker, so nobody is waiting
+    survivors = pair(server.port, "fresh1", "fresh2")
+    survivors[0].send("still serving")
+    survivors[1].expect("still serving")
+    for peer in survivors:
+        peer.close()
+    baseline.settle()
 
 
 # -- The wire check (tests/wire.py) ---------------------------------------------
