@@ -23,7 +23,7 @@ its phase, so a client that has left is never handed out as a partner (the
 "ghost waiter"), and a waiting client is never matched with itself.
 
 The Condition has one waiter: the server thread during shutdown, in
-:meth:`Matchmaker.wait_until_empty`.  :meth:`leave` notifies it each time a
+:meth:`Matchmaker.wait_until_empty`.  :meth:`~Matchmaker.leave` notifies it each time a
 connection goes.  Pairing needs no waiting at all: the second client's
 thread does the whole match, so neither handler ever blocks here.
 """
