@@ -1,4 +1,4 @@
-"""The command line: ``python -m mechat serve | chat``.
+"""The command line: ``python -m mechat serve | chat | load``.
 
 This module only parses arguments and wires the pieces together; every
 behaviour lives in the module it names.
@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 from types import FrameType
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 from mechat import __version__, protocol
 from mechat.server import ChatServer, Limits
@@ -57,11 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="A chat server that pairs two strangers, and its terminal client.",
         epilog="Start a server with 'mechat serve', then run 'mechat chat' in two other terminals.",
     )
-    parser.add_argument("--version", action="version", version="mechat %s (protocol %s)"
-                        % (__version__, protocol.PROTOCOL_VERSION))
+    parser.add_argument(
+        "--version",
+        action="version",
+        version="mechat %s (protocol %s)" % (__version__, protocol.PROTOCOL_VERSION),
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_command(commands)
     add_chat_command(commands)
+    add_load_command(commands)
     return parser
 
 
@@ -80,17 +84,34 @@ def add_serve_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="least important log messages to show (default: %(default)s)",
     )
-    serve.add_argument("--max-clients", type=at_least(1, int), default=protocol.DEFAULT_MAX_CLIENTS,
-                       metavar="N", help="connections served at once (default: %(default)s)")
-    serve.add_argument("--nick-timeout", type=at_least(0.1, float), default=protocol.DEFAULT_NICKNAME_TIMEOUT,
-                       metavar="SECONDS", help="time a client has to choose a nickname (default: %(default)s)")
-    serve.add_argument("--send-timeout", type=at_least(0.1, float), default=protocol.DEFAULT_SEND_TIMEOUT,
-                       metavar="SECONDS",
-                       help="time a write may block before a client that does not read is dropped"
-                       " (default: %(default)s)")
-    serve.add_argument("--max-rate", type=at_least(0, float), default=protocol.DEFAULT_MAX_RATE,
-                       metavar="LINES_PER_SECOND",
-                       help="lines a second one client may send; 0 turns flood control off (default: %(default)s)")
+    serve.add_argument(
+        "--max-clients",
+        type=at_least(1, int),
+        default=protocol.DEFAULT_MAX_CLIENTS,
+        metavar="N",
+        help="connections served at once (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--nick-timeout",
+        type=at_least(0.1, float),
+        default=protocol.DEFAULT_NICKNAME_TIMEOUT,
+        metavar="SECONDS",
+        help="time a client has to choose a nickname (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--send-timeout",
+        type=at_least(0.1, float),
+        default=protocol.DEFAULT_SEND_TIMEOUT,
+        metavar="SECONDS",
+        help="time a write may block before a client that does not read is dropped (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-rate",
+        type=at_least(0, float),
+        default=protocol.DEFAULT_MAX_RATE,
+        metavar="LINES_PER_SECOND",
+        help="lines a second one client may send; 0 turns flood control off (default: %(default)s)",
+    )
     serve.set_defaults(run=run_serve)
 
 
@@ -103,9 +124,66 @@ def add_chat_command(commands: "argparse._SubParsersAction[argparse.ArgumentPars
     )
     add_address(chat)
     chat.add_argument("--nick", metavar="NAME", help="nickname to use (default: ask)")
-    chat.add_argument("--no-color", dest="color", action="store_false",
-                      help="never colour the output (NO_COLOR in the environment does the same)")
+    chat.add_argument(
+        "--no-color",
+        dest="color",
+        action="store_false",
+        help="never colour the output (NO_COLOR in the environment does the same)",
+    )
     chat.set_defaults(run=run_chat)
+
+
+def add_load_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Define 'mechat load'."""
+    load = commands.add_parser(
+        "load",
+        help="measure a chat server with many clients",
+        description="Connect pairs of clients to a server, make them talk, and check that every line"
+        " arrived exactly once, in order and intact. Exits 1 if anything went wrong.",
+    )
+    add_address(load)
+    load.add_argument(
+        "--pairs",
+        type=at_least(1, int),
+        default=10,
+        metavar="N",
+        help="pairs of clients, so 2*N connections (default: %(default)s)",
+    )
+    load.add_argument(
+        "--messages",
+        type=at_least(1, int),
+        default=1000,
+        metavar="M",
+        help="round trips per pair, or lines per client in a flood (default: %(default)s)",
+    )
+    load.add_argument(
+        "--size",
+        type=at_least(28, int),
+        default=64,
+        metavar="B",
+        help="octets per line, LF not counted, 28 to 2000 (default: %(default)s)",
+    )
+    load.add_argument(
+        "--mode",
+        choices=["pingpong", "flood"],
+        default="pingpong",
+        help="one line in flight per pair, or everyone sends at once (default: %(default)s)",
+    )
+    load.add_argument(
+        "--window",
+        type=at_least(1, int),
+        default=128,
+        metavar="W",
+        help="flood: lines a client may have sent that its partner has not read (default: %(default)s)",
+    )
+    load.add_argument(
+        "--timeout",
+        type=at_least(0.1, float),
+        default=60.0,
+        metavar="SECONDS",
+        help="give up after this long (default: %(default)s)",
+    )
+    load.set_defaults(run=run_load)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -120,8 +198,10 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         server = ChatServer((args.host, args.port), limits)
     except OSError as error:
-        print("mechat: cannot listen on %s:%d: %s" % (args.host, args.port, error.strerror or error),
-              file=sys.stderr)
+        print(
+            "mechat: cannot listen on %s:%d: %s" % (args.host, args.port, error.strerror or error),
+            file=sys.stderr,
+        )
         return 1
     signal.signal(signal.SIGTERM, interrupt)
     logging.getLogger("mechat").info("mechat %s listening on %s:%d", __version__, args.host, server.port)
@@ -144,6 +224,19 @@ def run_chat(args: argparse.Namespace) -> int:
     from mechat import client
 
     return client.main(args.host, args.port, args.nick, args.color)
+
+
+def run_load(args: argparse.Namespace) -> int:
+    """Run one load test and print its report; return 0 if it all checked out."""
+    from mechat import load
+
+    try:
+        report = load.run(args.host, args.port, args)
+    except ValueError as error:
+        print("mechat load: %s" % error, file=sys.stderr)
+        return 2
+    print("\n".join(load.describe(report)))
+    return 0 if report.ok else 1
 
 
 def main(argv: Optional[List[str]] = None) -> int:
