@@ -11,7 +11,7 @@ import sys
 from types import FrameType
 from typing import Callable, List, Optional
 
-from mechat import __version__, protocol
+from mechat import __version__, protocol, tuning
 from mechat.server import ChatServer, Limits
 
 
@@ -112,6 +112,12 @@ def add_serve_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         metavar="LINES_PER_SECOND",
         help="lines a second one client may send; 0 turns flood control off (default: %(default)s)",
     )
+    serve.add_argument(
+        "--all-cpus",
+        action="store_true",
+        help="let threads run on every CPU instead of one; one is faster under load,"
+        " because only one thread runs Python at a time (see docs/performance)",
+    )
     serve.set_defaults(run=run_serve)
 
 
@@ -189,6 +195,8 @@ def add_load_command(commands: "argparse._SubParsersAction[argparse.ArgumentPars
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted; return the exit status."""
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    if not args.all_cpus:
+        tuning.pin_to_one_cpu()
     limits = Limits(
         max_clients=args.max_clients,
         nickname_timeout=args.nick_timeout,
