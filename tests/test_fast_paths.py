@@ -7,6 +7,9 @@ against the real server on 127.0.0.1.
 
 import select
 
+import pytest
+
+from mechat import protocol
 from tests.conftest import StartServer
 from tests.peers import Peer, pair
 
@@ -50,3 +53,23 @@ def test_an_idle_chatter_is_not_timed_out(start_server: StartServer) -> None:
     bob.expect("still here")
     for peer in (alice, bob, quiet):
         peer.close()
+
+
+def test_octet_check_agrees_with_the_message_rule() -> None:
+    """The undecoded-octet check refuses exactly the characters of §4's rule, for every character."""
+    for code in [*range(0x80), 0xA0, 0x85, 0x2028, 0xFEFF, 0x1F600]:
+        line = ("ok" + chr(code) + "ok").encode("utf-8")
+        refused = protocol.FORBIDDEN_IN_MESSAGE_RE.search(line.decode("utf-8")) is not None
+        try:
+            protocol.check_message(line)
+        except protocol.InvalidMessage:
+            assert refused, "U+%04X refused but allowed by §4" % code
+        else:
+            assert not refused, "U+%04X allowed but refused by §4" % code
+
+
+def test_invalid_utf8_is_still_refused() -> None:
+    """A line that is not UTF-8 is refused even with no forbidden octet in it (§2.4, §4)."""
+    for line in (b"\xff", b"ok\xc3", b"\xed\xa0\x80", b"\xc0\xaf"):
+        with pytest.raises(protocol.InvalidMessage):
+            protocol.check_message(line)
