@@ -197,6 +197,11 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
     if not args.all_cpus:
         tuning.pin_to_one_cpu()
+    tuning.shrink_thread_stacks()
+    tuning.switch_threads_less_often()
+    warning = tuning.raise_file_limit(args.max_clients)
+    if warning:
+        logging.getLogger("mechat").warning(warning)
     limits = Limits(
         max_clients=args.max_clients,
         nickname_timeout=args.nick_timeout,
