@@ -1,4 +1,4 @@
-"""The command line: ``python -m mechat serve | chat | load``.
+"""The command line: ``python -m mechat serve | chat | conform | load``.
 
 This module only parses arguments and wires the pieces together; every
 behaviour lives in the module it names.
@@ -8,10 +8,11 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from types import FrameType
 from typing import Callable, List, Optional
 
-from mechat import __version__, protocol, tuning
+from mechat import __version__, conform, protocol, tuning
 from mechat.server import ChatServer, Limits
 
 
@@ -42,6 +43,33 @@ def at_least(minimum: float, kind: Callable[[str], float]) -> Callable[[str], fl
     return parse
 
 
+#: The serve flags for the limits of spec §9: flag, type, default, metavar, meaning.
+LIMIT_FLAGS = [
+    ("--max-clients", at_least(1, int), protocol.DEFAULT_MAX_CLIENTS, "N", "connections served at once"),
+    (
+        "--nick-timeout",
+        at_least(0.1, float),
+        protocol.DEFAULT_NICKNAME_TIMEOUT,
+        "SECONDS",
+        "time a new client has to choose a nickname",
+    ),
+    (
+        "--send-timeout",
+        at_least(0.1, float),
+        protocol.DEFAULT_SEND_TIMEOUT,
+        "SECONDS",
+        "time a write may block before a client that does not read is dropped",
+    ),
+    (
+        "--max-rate",
+        at_least(0, float),
+        protocol.DEFAULT_MAX_RATE,
+        "LINES_PER_SECOND",
+        "lines a second one client may send; 0 turns flood control off",
+    ),
+]
+
+
 def add_address(parser: argparse.ArgumentParser) -> None:
     """Add --host and --port, with the defaults that serve and chat share."""
     parser.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
@@ -65,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_command(commands)
     add_chat_command(commands)
+    add_conform_command(commands)
     add_load_command(commands)
     return parser
 
@@ -84,34 +113,10 @@ def add_serve_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="least important log messages to show (default: %(default)s)",
     )
-    serve.add_argument(
-        "--max-clients",
-        type=at_least(1, int),
-        default=protocol.DEFAULT_MAX_CLIENTS,
-        metavar="N",
-        help="connections served at once (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--nick-timeout",
-        type=at_least(0.1, float),
-        default=protocol.DEFAULT_NICKNAME_TIMEOUT,
-        metavar="SECONDS",
-        help="time a client has to choose a nickname (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--send-timeout",
-        type=at_least(0.1, float),
-        default=protocol.DEFAULT_SEND_TIMEOUT,
-        metavar="SECONDS",
-        help="time a write may block before a client that does not read is dropped (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--max-rate",
-        type=at_least(0, float),
-        default=protocol.DEFAULT_MAX_RATE,
-        metavar="LINES_PER_SECOND",
-        help="lines a second one client may send; 0 turns flood control off (default: %(default)s)",
-    )
+    for flag, kind, default, metavar, meaning in LIMIT_FLAGS:
+        serve.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=meaning + " (default: %(default)s)"
+        )
     serve.add_argument(
         "--all-cpus",
         action="store_true",
@@ -192,6 +197,29 @@ def add_load_command(commands: "argparse._SubParsersAction[argparse.ArgumentPars
     load.set_defaults(run=run_load)
 
 
+def add_conform_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Define 'mechat conform'."""
+    kit = commands.add_parser(
+        "conform",
+        help="grade a running server against the spec",
+        description="Connect to a running server, any implementation, as an ordinary client and check it"
+        " against spec/protocol.md clause by clause. Prints one PASS or FAIL line per clause, with its"
+        " section, what was sent, what was expected and what came back, then a summary.",
+        epilog="Exit status: 0 if every check passes, 1 if any fails, 2 if the server cannot be reached."
+        " Example: mechat serve --port 7878 --max-rate 0 & mechat conform --port 7878",
+    )
+    kit.add_argument("--host", default="127.0.0.1", help="server under test (default: %(default)s)")
+    kit.add_argument("--port", type=port_number, required=True, help="TCP port of the server under test")
+    kit.add_argument(
+        "--timeout",
+        type=at_least(0.1, float),
+        default=conform.DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for each expected line before calling it a FAIL (default: %(default)s)",
+    )
+    kit.set_defaults(run=run_conform)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted; return the exit status."""
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
@@ -216,20 +244,40 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, stop_serving(server)) for signum in STOP_SIGNALS}
     logging.getLogger("mechat").info("mechat %s listening on %s:%d", __version__, args.host, server.port)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        logging.getLogger("mechat").info("shutting down")
+        server.serve_forever(poll_interval=SHUTDOWN_POLL)
     finally:
         server.server_close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 
-def interrupt(signum: int, frame: Optional[FrameType]) -> None:
-    """Turn SIGTERM into the same clean stop as Ctrl-C."""
-    raise KeyboardInterrupt
+#: The signals that stop the server cleanly (spec §10).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+#: Seconds serve_forever() may take to notice a stop request (spec §10).
+SHUTDOWN_POLL = 0.1
+
+
+def stop_serving(server: ChatServer) -> Callable[[int, Optional[FrameType]], None]:
+    """Make a signal handler that stops ``server`` cleanly.
+
+    Raising KeyboardInterrupt from the handler, as Python does for Ctrl-C,
+    can land inside socketserver while it hands a new connection to its
+    thread; socketserver then closes that socket under the running handler,
+    and that client never gets #server_shutdown.  So the handler only asks
+    serve_forever() to return, from a thread, since shutdown() waits for it.
+    """
+
+    def handle(signum: int, frame: Optional[FrameType]) -> None:
+        logging.getLogger("mechat").info("shutting down")
+        threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
+
+    return handle
 
 
 def run_chat(args: argparse.Namespace) -> int:
@@ -250,6 +298,11 @@ def run_load(args: argparse.Namespace) -> int:
         return 2
     print("\n".join(load.describe(report)))
     return 0 if report.ok else 1
+
+
+def run_conform(args: argparse.Namespace) -> int:
+    """Grade the server at --host and --port; return the exit status."""
+    return conform.run(args.host, args.port, args.timeout)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

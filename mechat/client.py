@@ -21,6 +21,7 @@ held and sent once a partner is found rather than refused with ``#wait``.
 The main thread only starts both and waits for the session to end.
 """
 
+import contextlib
 import os
 import socket
 import sys
@@ -56,6 +57,9 @@ SENTENCES = {
     Notice.SERVER_SHUTDOWN: "The server is shutting down. Goodbye.",
 }
 
+#: Before a nickname is accepted, the only command is /quit (spec §7.1).
+NO_COMMANDS_YET = "Choose a nickname first; until then the only command is /quit."
+
 #: Notices after which the server closes the connection (spec §6).
 FINAL_NOTICES = (Notice.USER_QUIT, Notice.NICKNAME_TIMEOUT, Notice.SERVER_FULL, Notice.SERVER_SHUTDOWN)
 
@@ -84,22 +88,26 @@ class Screen:
     def show(self, text: str) -> None:
         """Print a timestamped line without garbling what the user is typing."""
         stamped = "[%s] %s" % (time.strftime("%H:%M"), text)
-        with self._lock:
-            if self.interactive:
-                # Clear the prompt line, print, then redraw prompt and typed text.
-                self.out.write("\r\x1b[K%s\n%s%s" % (stamped, self.prompt, typed_so_far()))
-            else:
-                self.out.write(stamped + "\n")
+        if self.interactive:  # clear the prompt line, print, redraw the prompt and typed text
+            stamped = "\r\x1b[K%s\n%s%s" % (stamped, self.prompt, typed_so_far())
+        else:
+            stamped += "\n"
+        # Output may be gone (a closed pipe, as in `mechat chat | head`): then there is no one to tell.
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            self.out.write(stamped)
             self.out.flush()
 
 
 def typed_so_far() -> str:
     """Return the text the user has typed at the prompt, where readline can tell."""
-    try:
-        import readline
-    except ImportError:  # pragma: no cover - Windows
-        return ""
-    return readline.get_line_buffer()
+    readline = sys.modules.get("readline")
+    return str(readline.get_line_buffer()) if readline else ""
+
+
+def enable_line_editing() -> None:
+    """Load readline, where there is one, so input() edits lines and keeps the typed text."""
+    with contextlib.suppress(ImportError):  # Windows has none
+        import readline  # noqa: F401  (input() uses it once it is imported)
 
 
 class ChatClient:
@@ -161,7 +169,10 @@ class ChatClient:
         except ValueError:
             self.screen.info("The server sent something unexpected: %r" % line)
             return
-        self.screen.info(SENTENCES[name].format(nick=nick, partner=self.partner or "Your partner"))
+        sentence = SENTENCES[name]
+        if name is Notice.INVALID_COMMAND and self.phase is Phase.NICKNAME:
+            sentence = NO_COMMANDS_YET
+        self.screen.info(sentence.format(nick=nick, partner=self.partner or "Your partner"))
         self.follow(name, nick)
 
     def follow(self, name: Notice, nick: str) -> None:
@@ -173,8 +184,7 @@ class ChatClient:
                 self.exit_status = 1
             self.set_phase(Phase.CLOSED)
         elif name is Notice.MATCHED_TO:
-            self.set_phase(Phase.CHATTING)
-            self.send_held()
+            self.start_chatting()
         elif name is Notice.WAIT and self.phase is Phase.NICKNAME:
             self.set_phase(Phase.WAITING)
         elif self.phase is Phase.NICKNAME:  # any other answer refuses the nickname
@@ -234,20 +244,30 @@ class ChatClient:
         self.screen.prompt = ""
         self.send_line(nickname)
 
-    def send_held(self) -> None:
-        """Send the lines typed while waiting, now that there is a partner."""
-        with self.changed:
-            held, self.held = self.held, []
-        for line in held:
-            self.send_line(line)
+    def start_chatting(self) -> None:
+        """Enter the chatting phase and send the held lines before any typed later.
+
+        The send lock is taken before the phase changes, so a writer that
+        sees CHATTING and sends at once queues behind the held lines.
+        """
+        with self._send_lock:
+            with self.changed:
+                held, self.held = self.held, []
+                self.phase = Phase.CHATTING
+                self.nickname_pending = False
+                self.changed.notify_all()
+            for line in held:
+                self._send(line)
 
     def send_line(self, text: str) -> None:
-        """Send one line; a dead connection is the reader's to report."""
+        """Send one line, whole, between other threads' lines."""
         with self._send_lock:
-            try:
-                self.sock.sendall(text.encode("utf-8", "replace") + protocol.LF)
-            except OSError:
-                pass
+            self._send(text)
+
+    def _send(self, text: str) -> None:
+        """Write one line; call with the send lock held.  A dead connection is the reader's to report."""
+        with contextlib.suppress(OSError):
+            self.sock.sendall(text.encode("utf-8", "replace") + protocol.LF)
 
 
 def server_lines(sock: socket.socket) -> Iterator[str]:
@@ -268,6 +288,7 @@ def keyboard_lines(stream: TextIO, interactive: bool, prompt: Callable[[], str])
         for line in stream:
             yield line.rstrip("\r\n")
         return
+    enable_line_editing()
     while True:
         try:
             yield input(prompt())
@@ -287,8 +308,12 @@ def main(host: str, port: int, nickname: Optional[str], color: bool) -> int:
     try:
         sock = socket.create_connection((host, port), timeout=10)
     except OSError as error:
-        print("mechat: cannot connect to %s:%d: %s" % (host, port, error.strerror or error), file=sys.stderr)
-        print("mechat: is the server running? Start one with: python -m mechat serve", file=sys.stderr)
+        reason = error.strerror or str(error)
+        print(
+            "mechat: cannot connect to %s:%d (%s). Is a server running there? Start one with 'mechat serve'."
+            % (host, port, reason),
+            file=sys.stderr,
+        )
         return 1
     sock.settimeout(None)
     if nickname is None:

@@ -46,9 +46,13 @@ class Chatter:
         self.address = address
         self.nickname = ""
         self.phase = Phase.NICKNAME
-        self.partner: Optional["Chatter"] = None
+        self.partner: Optional[Chatter] = None
         #: Lines owed to this connection, oldest first, LF included.
         self.outbox: Deque[bytes] = deque()
+
+    def hung_up(self) -> bool:
+        """Tell whether the client has already closed or reset; the server knows how."""
+        return False
 
     def __repr__(self) -> str:
         return "<%s %s %r %s>" % (type(self).__name__, self.address, self.nickname, self.phase.name)
@@ -87,12 +91,12 @@ class Matchmaker:
             if chatter.phase is not Phase.NICKNAME:
                 return None  # closed by shutdown while it chose a name
             chatter.nickname = nickname
-            if not self._waiting:
+            partner = self._next_live_waiter()
+            if partner is None:
                 chatter.phase = Phase.WAITING
                 self._waiting.append(chatter)
                 self._owe(chatter, notice(Notice.WAIT))
                 return None
-            partner = self._waiting.popleft()
             self._pair(chatter, partner)
             return partner
 
@@ -142,7 +146,8 @@ class Matchmaker:
         with self._changed:
             if sender.phase is Phase.CHATTING:
                 assert sender.partner is not None
-                sender.partner.outbox.extend(lines)
+                for line in lines:
+                    self._owe(sender.partner, line)
                 return sender.partner
             if sender.phase is Phase.WAITING:
                 for _ in lines:
@@ -166,6 +171,17 @@ class Matchmaker:
         """Queue a line for ``chatter``, in order with everything else it is owed."""
         with self._changed:
             self._owe(chatter, line)
+
+    def owe_reply(self, chatter: Chatter, line: bytes) -> None:
+        """Queue a reply to a line ``chatter`` sent, unless its session is over.
+
+        Once a session is closed its last line is already owed: #user_quit
+        or #server_shutdown.  A reply to a line read after that would follow
+        the final notice (§6, §8), so it is not sent.
+        """
+        with self._changed:
+            if chatter.phase is not Phase.CLOSED:
+                self._owe(chatter, line)
 
     def take_owed(self, chatter: Chatter) -> bytes:
         """Remove and return everything ``chatter`` is owed, as one block of lines."""
@@ -196,6 +212,20 @@ class Matchmaker:
         """End a pair on both sides at once; call with the lock held."""
         chatter.partner = partner.partner = None
         chatter.phase = partner.phase = Phase.CLOSED
+
+    def _next_live_waiter(self) -> Optional[Chatter]:
+        """Pop the longest waiter whose client is still there; call with the lock held.
+
+        A waiter's own thread withdraws it when it reads the close, but a
+        newcomer may be paired in the moment between the close arriving and
+        that thread waking.  Asking first closes that window (§7.2).
+        """
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.hung_up():
+                return waiter
+            waiter.phase = Phase.CLOSED  # its own thread will leave() soon
+        return None
 
     def _withdraw(self, chatter: Chatter) -> None:
         """Take a chatter out of the waiting queue if it is there; call with the lock held."""

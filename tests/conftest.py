@@ -1,4 +1,4 @@
-"""Fixtures: a real ChatServer on 127.0.0.1 port 0, run in a thread."""
+"""Fixtures: a real ChatServer on 127.0.0.1 port 0, run in a thread, and the wire check."""
 
 import threading
 from typing import Any, Callable, Iterator, List, Tuple
@@ -6,6 +6,9 @@ from typing import Any, Callable, Iterator, List, Tuple
 import pytest
 
 from mechat.server import ChatServer, Limits
+from tests import wire
+from tests.leaks import Baseline
+from tests.peers import Peer, pair
 
 StartServer = Callable[..., ChatServer]
 
@@ -33,3 +36,74 @@ def start_server() -> Iterator[StartServer]:
 def server(start_server: StartServer) -> ChatServer:
     """One server with the default limits."""
     return start_server()
+
+
+@pytest.fixture(autouse=True)
+def close_peers() -> Iterator[None]:
+    """Close every test Peer a test leaves open."""
+    yield
+    for peer in Peer.opened:
+        peer.close()
+    Peer.opened.clear()
+
+
+@pytest.fixture
+def checked_server(start_server: StartServer) -> Iterator[ChatServer]:
+    """A server that must still pair newcomers after the test, and leak nothing.
+
+    After the test every Peer is closed, and the process's threads and
+    descriptors must come back to what they were before the first client
+    connected; then a fresh pair must still chat (the server survived
+    whatever the test did), and leave nothing behind either.
+    """
+    server = start_server(max_rate=0)
+    baseline = Baseline()
+    yield server
+    for peer in Peer.opened:
+        peer.close()
+    baseline.settle()  # every handler has left the Matchmaker, so nobody is waiting
+    survivors = pair(server.port, "fresh1", "fresh2")
+    survivors[0].send("still serving")
+    survivors[1].expect("still serving")
+    for peer in survivors:
+        peer.close()
+    baseline.settle()
+
+
+# -- The wire check (tests/wire.py) ---------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker that exempts a test from the wire check."""
+    config.addinivalue_line(
+        "markers", "unchecked_wire: the test runs a deliberately broken server; its lines are not checked"
+    )
+
+
+@pytest.fixture(scope="session")
+def wire_log() -> Iterator[wire.WireLog]:
+    """Record every line on the wire, the whole session long."""
+    with wire.SESSION.installed() as log:
+        yield log
+
+
+@pytest.fixture(autouse=True)
+def wire_check(request: pytest.FixtureRequest, wire_log: wire.WireLog) -> Iterator[None]:
+    """After each test, hold the lines it put on the wire to spec/mechat.abnf."""
+    yield
+    if request.node.get_closest_marker("unchecked_wire"):
+        wire_log.discard()
+    else:
+        wire_log.check()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say how many wire lines the grammar checked, and how many it could not."""
+    log = wire.SESSION
+    terminalreporter.write_line(
+        f"wire check: {log.total.client_lines} client lines judged by the server, "
+        f"{log.total.server_lines} lines received and {log.total.queued_lines} lines queued by the "
+        "server matched against spec/mechat.abnf "
+        f"({log.sent} lines sent by test peers; {log.too_long} over-long lines; "
+        f"{log.total.skipped} lines over the per-test budget, unchecked)"
+    )

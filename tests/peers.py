@@ -9,25 +9,29 @@ test ever sleeps to wait for the server.
 import socket
 import struct
 import time
-from typing import Callable, List, Optional, Union
+from typing import Callable, ClassVar, List, Optional, Union
 
 #: Seconds any single expected line may take to arrive.
 TIMEOUT = 5.0
 
-#: Called with ("c2s" or "s2c", line) for every whole line a Peer sends or
-#: receives; the wire-check fixture in conftest.py installs it.
-Recorder = Callable[[str, bytes], None]
+#: Called with (the Peer, "c2s" or "s2c", line) for every whole line a Peer
+#: sends or receives; the wire-check fixture in conftest.py installs it.  The
+#: Peer is passed so that the check can follow each connection's phase.
+Recorder = Callable[["Peer", str, bytes], None]
 
 
 class Peer:
     """One test client connected to a server."""
 
     recorder: Optional[Recorder] = None
+    #: Every Peer not yet closed; conftest.py closes them after each test.
+    opened: ClassVar[List["Peer"]] = []
 
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
         self.buffer = b""
         self.eof = False
+        Peer.opened.append(self)
 
     # -- Sending --------------------------------------------------------------
 
@@ -87,7 +91,7 @@ class Peer:
     def record(self, direction: str, line: bytes) -> None:
         """Hand a whole line to the wire recorder, if one is installed."""
         if Peer.recorder is not None:
-            Peer.recorder(direction, line)
+            Peer.recorder(self, direction, line)
 
     # -- Ending ---------------------------------------------------------------
 

@@ -1,0 +1,103 @@
+"""spec/mechat.abnf as a test oracle, built on the PyPI ``abnf`` package.
+
+The grammar is loaded once per process into :class:`MechatRule` (loading it
+twice would redefine every rule).  :func:`matches` answers "does this line
+match this rule?" for raw octets: ``abnf`` parses ``str``, so a line is
+decoded as Latin-1, which maps each octet to the code point of the same
+number, and the grammar's ``%x80-FF`` ranges then stand for single octets,
+as the grammar says they do.
+
+``abnf`` is a backtracking parser written in Python: a 2000-octet line
+takes a few hundred milliseconds.  Answers are cached, because the wire
+check and the examples ask about the same lines many times.
+"""
+
+import functools
+import re
+from pathlib import Path
+from typing import Dict, Iterator, List, Set, Tuple
+
+from abnf import Node, ParseError, Rule
+from abnf.parser import ABNFGrammarRule
+
+SPEC = Path(__file__).resolve().parent.parent / "spec"
+GRAMMAR_PATH = SPEC / "mechat.abnf"
+PROSE_PATH = SPEC / "protocol.md"
+
+#: The rules that no other rule uses; mechat.abnf lists them in its header.
+START_RULES = frozenset(
+    {"framed-line", "line-octets", "nickname-phase-line", "chat-phase-line", "server-line"}
+)
+
+#: The RFC 5234 Appendix B core rules, which the grammar uses but never defines.
+CORE_RULES = frozenset(
+    {"ALPHA", "BIT", "CHAR", "CR", "CRLF", "CTL", "DIGIT", "DQUOTE", "HEXDIG", "HTAB", "LF"}
+    | {"LWSP", "OCTET", "SP", "VCHAR", "WSP"}
+)
+
+
+class MechatRule(Rule):
+    """The rules of spec/mechat.abnf, apart from every other grammar's."""
+
+
+MechatRule.from_file(GRAMMAR_PATH)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # the wire check asks about many lines
+def matches(rule: str, line: bytes) -> bool:
+    """Say whether the octets ``line`` match ``rule`` from start to end."""
+    try:
+        MechatRule(rule).parse_all(line.decode("latin-1"))
+    except ParseError:
+        return False
+    return True
+
+
+def valid(rule: str, line: bytes) -> bool:
+    """Say whether ``line`` is a whole valid line of kind ``rule``: its rule and line-octets (§2.3)."""
+    return matches("line-octets", line) and matches(rule, line)
+
+
+# -- The grammar's own structure, for the lint ------------------------------
+
+
+def grammar_tree() -> Node:
+    """Parse mechat.abnf with RFC 5234's grammar of ABNF and return the tree."""
+    text = GRAMMAR_PATH.read_text(encoding="ascii").replace("\n", "\r\n")
+    node: Node = ABNFGrammarRule("rulelist").parse_all(text)
+    return node
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """Yield ``node`` and every node below it."""
+    yield node
+    for child in node.children:
+        yield from walk(child)
+
+
+@functools.cache
+def defined_and_referenced() -> Tuple[List[str], Set[str]]:
+    """Return the rules the grammar defines, in order, and the rule names it uses."""
+    defined: List[str] = []
+    referenced: Set[str] = set()
+    for rule in (child for child in grammar_tree().children if child.name == "rule"):
+        parts = {child.name: child for child in rule.children}
+        defined.append(parts["rulename"].value)
+        referenced |= {node.value for node in walk(parts["elements"]) if node.name == "rulename"}
+    return defined, referenced
+
+
+@functools.cache
+def definitions() -> Dict[str, str]:
+    """Return each rule's definition as text, comments dropped and spaces collapsed."""
+    result: Dict[str, str] = {}
+    name = ""
+    for raw in GRAMMAR_PATH.read_text(encoding="ascii").splitlines():
+        text = raw.split(";", 1)[0]  # no literal in mechat.abnf holds a ";"
+        start = re.match(r"([A-Za-z][A-Za-z0-9-]*) = (.*)", text)
+        if start:
+            name = start.group(1)
+            result[name] = start.group(2)
+        elif text[:1].isspace() and text.strip() and name:
+            result[name] += " " + text
+    return {rule: " ".join(body.split()) for rule, body in result.items()}

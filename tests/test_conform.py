@@ -1,0 +1,199 @@
+"""The conformance kit grades servers correctly: mechat passes, planted bugs fail.
+
+A kit that passes everything is worthless, so most of these tests run it
+against a deliberately broken server (tests/buggy_servers.py) and pin the
+exact check, by section and title, that must catch each bug.  The kit runs
+in-process for coverage, and once through ``python -m mechat conform`` for
+the command line.
+"""
+
+import io
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
+
+import pytest
+
+from mechat import conform
+from mechat.__main__ import build_parser
+from tests.buggy_servers import BUGS, running
+from tests.conftest import StartServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Seconds per expected line against broken servers: they fail fast or not at all.
+SHORT_TIMEOUT = 1.0
+
+
+def run_kit(
+    port: int, timeout: float = conform.DEFAULT_TIMEOUT, checks: Optional[List[conform.Check]] = None
+) -> Tuple[int, List[str]]:
+    """Run the kit in-process; return its exit status and its output lines."""
+    out = io.StringIO()
+    status = conform.run("127.0.0.1", port, timeout, out=out, checks=checks)
+    return status, out.getvalue().splitlines()
+
+
+def test_kit_passes_against_mechat(start_server: StartServer) -> None:
+    """Every clause passes against mechat's own server, one PASS line each, exit 0."""
+    server = start_server(max_rate=0)
+    status, lines = run_kit(server.port)
+    checks = len(conform.CHECKS)
+    assert lines[-1] == f"{checks} checks: {checks} passed, 0 failed"
+    assert [line for line in lines[:-1] if not line.startswith("PASS §")] == []
+    assert len(lines) == checks + 1
+    assert status == 0
+
+
+def test_kit_passes_with_flood_control_on(start_server: StartServer) -> None:
+    """§9.5: the kit stays under the default rate, so a server with flood control still passes."""
+    server = start_server()
+    status, lines = run_kit(server.port)
+    assert status == 0, "\n".join(line for line in lines if not line.startswith("PASS"))
+
+
+#: For each planted bug: a check that must FAIL, and what it must have seen.
+CAUGHT_BY = {
+    "prefix-matched /quit": ("§5.3", "'/quitnow' (not /quit)", "'#user_quit'"),
+    "ghost waiter handed out": ("§8", "a waiter that closes is never handed out", "'#matched_to_ghost'"),
+    "long line forwarded in pieces": ("§2.3", "a 2001-octet message", "'xxxxxxxx"),
+    "waiter matched with itself": ("§7.2", "a line while waiting gets #wait", "'#matched_to_wanda'"),
+    "no #user_quit": ("§5.1", "/quit: the partner gets #user_quit", "<connection closed>"),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(BUGS))
+def test_kit_catches_planted_bug(bug: str) -> None:
+    """Each planted bug fails the check for its clause, with the evidence in the line."""
+    section, title, evidence = CAUGHT_BY[bug]
+    with running(BUGS[bug]) as server:
+        results = list(conform.run_all(("127.0.0.1", server.port), SHORT_TIMEOUT))
+    failures = [result for result in results if not result.passed]
+    caught = [
+        result for result in failures if result.check.section == section and title in result.check.title
+    ]
+    assert caught, f"not caught; failures: {[str(result) for result in failures]}"
+    assert evidence in caught[0].exchange.got
+    # The kit cleans up after each check, so one bug does not fail everything.
+    assert len(failures) <= 8, [str(result) for result in failures]
+
+
+def test_other_ghost_and_pieces_checks_also_fail() -> None:
+    """§8, §9.1: a ghost after a reset, and a 100 KB line in pieces, are caught too."""
+    with running(BUGS["ghost waiter handed out"]) as server:
+        ghost = {r.check.title: r.passed for r in conform.run_all(("127.0.0.1", server.port), SHORT_TIMEOUT)}
+    with running(BUGS["long line forwarded in pieces"]) as server:
+        pieces = {r.check.title: r.passed for r in conform.run_all(("127.0.0.1", server.port), SHORT_TIMEOUT)}
+    assert ghost["a waiter that resets is never handed out"] is False
+    assert ghost["a waiter that sends /quit is closed and never handed out"] is False
+    assert pieces["a 100 000-octet line is refused once and never forwarded"] is False
+
+
+def test_command_line_against_mechat(start_server: StartServer) -> None:
+    """``python -m mechat conform --port P`` prints all PASS and exits 0."""
+    server = start_server(max_rate=0)
+    command = [sys.executable, "-m", "mechat", "conform", "--port", str(server.port), "--timeout", "5"]
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    lines = finished.stdout.splitlines()
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert lines[-1].endswith(" passed, 0 failed")
+    assert all(line.startswith("PASS §") for line in lines[:-1])
+
+
+def free_port() -> int:
+    """Return a port that nothing listens on (bound and released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_refused_connection_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """No server: one clear line on stderr, no traceback, exit status 2."""
+    port = free_port()
+    status, lines = run_kit(port, timeout=1.0)
+    err = capsys.readouterr().err
+    assert status == 2
+    assert lines == []
+    assert err == f"mechat conform: cannot connect to 127.0.0.1:{port}: Connection refused\n"
+
+
+def test_server_that_vanishes_mid_run_is_a_fail_not_a_crash() -> None:
+    """A connection refused inside a check is reported as that check's FAIL."""
+    result = next(conform.run_all(("127.0.0.1", free_port()), 1.0, conform.CHECKS[:1]))
+    assert not result.passed
+    assert "Connection refused" in result.exchange.got
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port whose kernel accepts connections that no program ever reads."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield int(listener.getsockname()[1])
+
+
+@pytest.fixture
+def hanging_up_port() -> Iterator[int]:
+    """A server that accepts each connection and closes it at once."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_hanging_server_is_reported_not_waited_on(silent_port: int) -> None:
+    """A server that never answers fails each check after the timeout; the kit finishes."""
+    status, lines = run_kit(silent_port, timeout=0.2, checks=conform.CHECKS[:2])
+    assert status == 1
+    assert lines[-1] == "2 checks: 0 passed, 2 failed"
+    assert all(line.startswith("FAIL") and line.endswith("got <nothing within 0.2 s>") for line in lines[:-1])
+
+
+def test_server_that_closes_early_is_reported(hanging_up_port: int) -> None:
+    """A server that closes at once fails each check with the close as evidence."""
+    status, lines = run_kit(hanging_up_port, timeout=1.0, checks=conform.CHECKS[:2])
+    assert status == 1
+    assert all(line.startswith("FAIL") and "got <connection" in line for line in lines[:-1]), lines
+
+
+def test_matching_problems_name_every_flaw() -> None:
+    """§7.1: a self-match and a one-sided match are both reported; a perfect matching is not."""
+    assert conform.matching_problems({"a": "b", "b": "a"}) == []
+    assert conform.matching_problems({"a": "a"}) == ["a was matched to itself"]
+    assert conform.matching_problems({"a": "b", "b": "c", "c": "b"}) == [
+        "a was matched to b, who was matched to c"
+    ]
+
+
+def test_every_check_cites_a_section_and_has_a_unique_title() -> None:
+    """Each line of the report names its clause, and no two checks share a title."""
+    titles = [check.title for check in conform.CHECKS]
+    assert len(set(titles)) == len(titles)
+    assert all(conform.section_key(check) for check in conform.CHECKS)
+
+
+def test_conform_port_is_required_and_help_explains(capsys: pytest.CaptureFixture[str]) -> None:
+    """``mechat conform`` needs --port, and its --help says what it does and how it exits."""
+    with pytest.raises(SystemExit) as missing:
+        build_parser().parse_args(["conform"])
+    assert missing.value.code == 2
+    assert "--port" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["conform", "--help"])
+    help_text = capsys.readouterr().out
+    assert "PASS or FAIL" in help_text and "Exit status" in help_text
+
+
+def test_kit_imports_no_server_code() -> None:
+    """The kit is a black box: it imports neither the server, the matchmaker nor the client."""
+    source = (ROOT / "mechat" / "conform.py").read_text()
+    for module in ("mechat.server", "mechat.matchmaker", "mechat.client"):
+        assert module not in source

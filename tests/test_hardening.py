@@ -1,0 +1,298 @@
+"""The limits of spec §9, each driven to its boundary on a live server.
+
+Every test starts its own server with small limits (``start_server(**limits)``)
+so that a limit is crossed in milliseconds: a 0.3 s nickname timeout, three
+clients, a 0.3 s send timeout, a rate of a few lines a second.  Small limits
+are limits, not clocks: no test asserts how long anything took, and none
+sleeps; each waits, with a deadline, for the line the spec says comes next.
+"""
+
+import contextlib
+import select
+import socket
+import threading
+import time
+import tracemalloc
+from typing import Callable, Iterator, List
+
+import pytest
+
+from mechat.flood import TokenBucket
+from tests.conftest import StartServer
+from tests.leaks import Baseline
+from tests.peers import TIMEOUT, Peer, pair
+
+#: A flood chunk, made once so that the test's own allocations stay out of the trace.
+CHUNK = b"x" * 65536
+
+#: The 10 MB that a hostile peer sends without a newline (issue 4).
+FLOOD_OCTETS = 10 * 1024 * 1024
+
+#: The most the server may allocate while it swallows that flood: its
+#: recv() buffer, one line and slack for the interpreter, not the flood.
+FLOOD_MEMORY_BOUND = 1024 * 1024
+
+
+def send_flood(peer: Peer, octets: int = FLOOD_OCTETS) -> None:
+    """Send ``octets`` bytes that hold no newline."""
+    for _ in range(octets // len(CHUNK)):
+        peer.send_raw(CHUNK)
+
+
+def peak_allocation(action: Callable[[], None]) -> int:
+    """Run ``action`` and return the most memory the process allocated meanwhile."""
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+# -- §9.1 line length --------------------------------------------------------
+
+
+def test_ten_megabytes_without_newline_cost_bounded_memory(start_server: StartServer) -> None:
+    """§2.3, §9.1: a 10 MB line is answered once, kept bounded, and the next line is relayed."""
+    server = start_server(max_rate=0)
+    alice, bob = pair(server.port)
+
+    def flood_then_end_line() -> None:
+        send_flood(alice)
+        alice.send_raw(b"\n")
+        alice.expect("#invalid_message")  # the server has read every byte by now
+
+    peak = peak_allocation(flood_then_end_line)
+    assert peak < FLOOD_MEMORY_BOUND, "server held %d bytes of a 10 MB line" % peak
+    alice.send("after the flood")
+    bob.expect("after the flood")
+    bob.send("and back")
+    alice.expect("and back")  # nothing else reached alice between: answered once
+
+
+def test_ten_megabyte_nickname_is_refused_once(start_server: StartServer) -> None:
+    """§2.3, §7.1: an over-long first line is one #invalid_nickname, then a nickname works."""
+    server = start_server(max_rate=0)
+    peer = Peer(server.port)
+    send_flood(peer)
+    peer.send_raw(b"\n")
+    peer.send("alice")
+    peer.expect("#invalid_nickname", "#wait")
+
+
+@pytest.mark.parametrize("limit", [1, 10])
+def test_line_limit_is_enforced_at_its_boundary(start_server: StartServer, limit: int) -> None:
+    """§9.1: a server's max_line octets pass and one more is refused, however the bytes arrive."""
+    server = start_server(max_line=limit, max_rate=0)
+    alice, bob = pair(server.port, "a", "b")  # nicknames short enough for the limit
+    alice.send_raw(b"m" * limit + b"\n")
+    for octet in b"n" * (limit + 1) + b"\n":  # one byte per write
+        alice.send_raw(bytes([octet]))
+    alice.send("o")
+    bob.expect(b"m" * limit, "o")
+    alice.expect("#invalid_message")
+
+
+# -- §9.2 nickname timeout ---------------------------------------------------
+
+
+@pytest.mark.parametrize("sent", [b"", b"ali", b"/nope\n", b"bad nick\n"])
+def test_no_nickname_in_time_is_told_and_closed(start_server: StartServer, sent: bytes) -> None:
+    """§9.2: silence, half a line or refused lines still end in #nickname_timeout, then close."""
+    server = start_server(nickname_timeout=0.3)
+    peer = Peer(server.port)
+    peer.send_raw(sent)
+    if sent.endswith(b"\n"):
+        peer.read_line()  # the refusal of that line
+    peer.expect("#nickname_timeout")
+    peer.expect_closed()
+
+
+def test_nickname_timeout_spares_those_who_chose_one(start_server: StartServer) -> None:
+    """§9.2: the timeout applies only to the nickname phase; waiting and chatting clients stay."""
+    server = start_server(nickname_timeout=1.0)  # room for the others to name themselves first
+    alice, bob = pair(server.port)
+    carol = Peer(server.port)
+    carol.send("carol")
+    carol.expect("#wait")
+    silent = Peer(server.port)
+    silent.expect("#nickname_timeout")  # the timeout has now passed for everybody above
+    silent.expect_closed()
+    alice.send("still here")
+    bob.expect("still here")
+    dave = Peer(server.port)
+    dave.send("dave")
+    dave.expect("#matched_to_carol")
+    carol.expect("#matched_to_dave")
+
+
+# -- §9.3 maximum clients ----------------------------------------------------
+
+
+def test_client_past_the_maximum_is_refused_and_others_carry_on(start_server: StartServer) -> None:
+    """§9.3: the N+1-th connection gets #server_full and is closed; a freed place is reused."""
+    server = start_server(max_clients=3)
+    alice, bob = pair(server.port)
+    carol = Peer(server.port)
+    carol.send("carol")
+    carol.expect("#wait")
+    extra = Peer(server.port)
+    extra.expect("#server_full")
+    extra.expect_closed()
+    alice.send("hi bob")
+    bob.expect("hi bob")
+    alice.send("/quit")
+    alice.expect_closed()  # alice's handler has left the Matchmaker before it closed
+    bob.expect("#user_quit")
+    dave = Peer(server.port)
+    dave.send("dave")
+    dave.expect("#matched_to_carol")
+    carol.expect("#matched_to_dave")
+
+
+# -- §9.4 send timeout (slow consumer) ---------------------------------------
+
+
+def non_reader(port: int, nickname: str) -> socket.socket:
+    """Connect a client that sends its nickname and then never reads."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills quickly
+    sock.sendall(nickname.encode("ascii") + b"\n")
+    return sock
+
+
+def send_until_refused(sock: socket.socket, line: bytes, count: int) -> None:
+    """Send ``line`` ``count`` times, stopping quietly when the server hangs up."""
+    try:
+        for _ in range(count):
+            sock.sendall(line)
+    except OSError:
+        pass  # the server closed us: what the test is waiting for
+
+
+@contextlib.contextmanager
+def in_background(target: Callable[[], None]) -> Iterator[None]:
+    """Run ``target`` in a thread, and join it when the test is done with it."""
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    yield
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "background sender never finished"
+
+
+def slow_consumer_drops_partner(port: int, flood: Callable[[Peer, socket.socket], None]) -> None:
+    """Pair alice with a non-reader, run ``flood``; alice must get #user_quit, then a close."""
+    baseline = Baseline()
+    alice = Peer(port)
+    alice.send("alice")
+    alice.expect("#wait")
+    bob = non_reader(port, "bob")
+    alice.expect("#matched_to_bob")
+    with in_background(lambda: flood(alice, bob)):
+        alice.expect("#user_quit")
+        alice.expect_closed()
+    alice.close()
+    bob.close()
+    baseline.settle()  # the server let go of bob's thread and socket too
+
+
+def test_partner_that_never_reads_is_dropped(start_server: StartServer) -> None:
+    """§9.4: a write blocked past --send-timeout drops the non-reader; the sender gets #user_quit."""
+    server = start_server(send_timeout=0.3, max_rate=0)
+    line = b"y" * 999 + b"\n"
+    slow_consumer_drops_partner(server.port, lambda alice, bob: send_until_refused(alice.sock, line, 40_000))
+
+
+def test_non_reader_that_floods_its_own_replies_is_dropped(start_server: StartServer) -> None:
+    """§9.4, §8: a client whose refusals back up is dropped; its partner gets #user_quit and a close."""
+    server = start_server(send_timeout=0.3, max_rate=0)
+    slow_consumer_drops_partner(server.port, lambda alice, bob: send_until_refused(bob, b"#x\n" * 1000, 1000))
+
+
+# -- §9.5 flood control ------------------------------------------------------
+
+
+def gather(peers: List[Peer], total: int) -> List[List[bytes]]:
+    """Read from several peers at once until ``total`` lines arrived in all; return each one's."""
+    received: List[List[bytes]] = [[] for _ in peers]
+    deadline = time.monotonic() + TIMEOUT
+    while sum(map(len, received)) < total:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, "only %d of %d lines arrived" % (sum(map(len, received)), total)
+        readable, _, _ = select.select([peer.sock for peer in peers], [], [], remaining)
+        for index, peer in enumerate(peers):
+            if peer.sock in readable:
+                data = peer.sock.recv(65536)
+                assert data, "connection closed while lines were still due"
+                peer.buffer += data
+            while b"\n" in peer.buffer:
+                received[index].append(peer.read_line())
+    return received
+
+
+def test_lines_over_the_rate_are_refused_never_dropped(start_server: StartServer) -> None:
+    """§9.5: past --max-rate each line gets #rate_limited; refused plus relayed is all that was sent."""
+    server = start_server(max_rate=1)
+    alice, bob = pair(server.port)
+    sent = ["line %d" % number for number in range(20)]
+    alice.send(*sent)
+    replies, relayed = gather([alice, bob], len(sent))
+    assert replies and set(replies) == {b"#rate_limited"}
+    assert relayed == [line for line in map(str.encode, sent) if line in relayed]  # in order
+
+
+def test_burst_below_the_rate_passes(start_server: StartServer) -> None:
+    """§9.5: right after its nickname a client may send max_rate - 1 lines at once, all relayed."""
+    server = start_server(max_rate=5)
+    alice, bob = pair(server.port)
+    alice.send("1", "2", "3", "4")  # the nickname took the fifth token
+    bob.expect("1", "2", "3", "4")
+
+
+def test_default_rate_lets_a_script_through(start_server: StartServer) -> None:
+    """§9.5: the default rate relays a script's 300 lines sent at once, none refused."""
+    server = start_server()
+    alice, bob = pair(server.port)
+    sent = ["scripted %d" % number for number in range(300)]
+    alice.send(*sent)
+    bob.expect(*sent)
+    bob.send("done")
+    alice.expect("done")  # and alice got no #rate_limited before it
+
+
+def test_rate_zero_turns_flood_control_off(start_server: StartServer) -> None:
+    """§9.5: --max-rate 0 relays every line, however fast."""
+    server = start_server(max_rate=0)
+    alice, bob = pair(server.port)
+    sent = ["fast %d" % number for number in range(5000)]
+    alice.send(*sent)
+    bob.expect(*sent)
+    bob.send("done")
+    alice.expect("done")
+
+
+class FakeClock:
+    """A clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_allows_a_burst_of_rate_then_rate_per_second() -> None:
+    """§9.5: a bucket of rate N takes N lines at once, then one more each 1/N s."""
+    clock = FakeClock()
+    bucket = TokenBucket(4, clock)
+    assert [bucket.allow() for _ in range(5)] == [True] * 4 + [False]
+    clock.now += 0.25
+    assert [bucket.allow() for _ in range(2)] == [True, False]
+    clock.now += 60  # a long pause refills one second's worth, no more
+    assert [bucket.allow() for _ in range(5)] == [True] * 4 + [False]
+
+
+def test_token_bucket_of_rate_zero_allows_everything() -> None:
+    """§9.5: a rate of 0 turns flood control off."""
+    bucket = TokenBucket(0, FakeClock())
+    assert all(bucket.allow() for _ in range(10_000))

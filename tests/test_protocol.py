@@ -1,0 +1,266 @@
+"""Table-driven tests of the wire rules in mechat.protocol, with N and N+1 cases for every limit."""
+
+from typing import List
+
+import pytest
+
+from mechat import protocol
+from mechat.protocol import (
+    TOO_LONG,
+    TRANSITIONS,
+    Event,
+    InvalidCommand,
+    InvalidMessage,
+    InvalidNickname,
+    LineBuffer,
+    Notice,
+    Parsed,
+    Phase,
+    ProtocolError,
+    notice,
+    parse_line,
+    parse_notice,
+)
+
+# -- §2 Framing -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "chunks, lines",
+    [
+        ([b"hello\n"], [b"hello"]),
+        ([b"hel", b"lo\n"], [b"hello"]),  # one line split over two reads
+        ([b"one\ntwo\n"], [b"one", b"two"]),  # two lines in one read
+        ([b"crlf\r\n"], [b"crlf"]),  # §2.2: the CR before LF is dropped
+        ([b"crlf\r", b"\n"], [b"crlf"]),  # ... even when split from its LF
+        ([b"two\r\r\n"], [b"two\r"]),  # only one CR is dropped
+        ([b"lone\rcr\n"], [b"lone\rcr"]),  # a CR elsewhere is data
+        ([b"\n"], [b""]),  # an empty line is a line
+        ([b"no end"], []),  # nothing until the LF
+    ],
+)
+def test_line_buffer_cuts_lines(chunks: List[bytes], lines: List[bytes]) -> None:
+    """§2.1-§2.2: a line ends at LF; one CR before it is dropped; reads may split or join lines."""
+    buffer = LineBuffer()
+    got: List[protocol.Line] = []
+    for chunk in chunks:
+        got.extend(buffer.feed(chunk))
+    assert got == lines
+
+
+@pytest.mark.parametrize("terminator", [b"\n", b"\r\n"])
+def test_line_at_the_limit_is_kept(terminator: bytes) -> None:
+    """§2.3: a line of exactly 2000 octets, with either terminator, is a line."""
+    line = b"x" * protocol.MAX_LINE_OCTETS
+    assert LineBuffer().feed(line + terminator) == [line]
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_line_over_the_limit_is_too_long_once(split: bool) -> None:
+    """§2.3: a line of 2001 octets is reported once as TOO_LONG and the next line is intact."""
+    buffer = LineBuffer()
+    data = b"x" * (protocol.MAX_LINE_OCTETS + 1) + b"\nnext\n"
+    chunks = [data[:1000], data[1000:]] if split else [data]
+    got = [line for chunk in chunks for line in buffer.feed(chunk)]
+    assert got == [TOO_LONG, b"next"]
+
+
+def test_endless_line_is_held_in_bounded_memory() -> None:
+    """§2.3: ten megabytes without a newline never make the buffer hold more than the limit."""
+    buffer = LineBuffer()
+    chunk = b"y" * 65536
+    for _ in range(160):
+        assert buffer.feed(chunk) == []
+        assert buffer.pending <= protocol.MAX_LINE_OCTETS + 1
+    assert buffer.feed(b"tail\nafter\n") == [TOO_LONG, b"after"]
+
+
+# -- §3 Nicknames ---------------------------------------------------------------
+
+VALID_NICKNAMES = ["a", "x" * 30, "bob-42", "B.o_b!", "#hash", "~tilde", "a/b"]
+INVALID_NICKNAMES = [b"", b"x" * 31, b"two words", b"tab\there", b"caf\xc3\xa9", b"\xff", b"nul\x00"]
+
+
+@pytest.mark.parametrize("nickname", VALID_NICKNAMES)
+def test_valid_nicknames(nickname: str) -> None:
+    """§3: 1 to 30 characters of letters, digits and punctuation are a nickname."""
+    assert parse_line(Phase.NICKNAME, nickname.encode()) == Parsed(Event.NICKNAME, nickname)
+
+
+@pytest.mark.parametrize("raw", INVALID_NICKNAMES)
+def test_invalid_nicknames(raw: bytes) -> None:
+    """§3: empty, 31 characters, spaces, controls or non-ASCII are not a nickname."""
+    with pytest.raises(InvalidNickname):
+        parse_line(Phase.NICKNAME, raw)
+
+
+def test_too_long_line_in_nickname_phase_is_an_invalid_nickname() -> None:
+    """§2.3: an over-long line is refused with the phase's refusal."""
+    with pytest.raises(InvalidNickname):
+        parse_line(Phase.NICKNAME, TOO_LONG)
+
+
+# -- §4 Messages ----------------------------------------------------------------
+
+AT_LIMIT_MULTIBYTE = "é" * (protocol.MAX_LINE_OCTETS // 2)  # 2000 octets, 1000 characters
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"hello",
+        b"x",
+        b"x" * protocol.MAX_LINE_OCTETS,
+        AT_LIMIT_MULTIBYTE.encode(),
+        ("a" + "€" * 666 + "b").encode(),  # 2000 octets with 3-octet characters
+        "emoji 😀".encode(),
+        b"tab\tinside",
+        b"hash # later",
+        b" leading space",
+    ],
+)
+def test_valid_messages(raw: bytes) -> None:
+    """§4: 1 to 2000 octets of UTF-8 text not starting with # are a message."""
+    for phase in (Phase.WAITING, Phase.CHATTING):
+        assert parse_line(phase, raw) == Parsed(Event.MESSAGE)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"#notice",
+        b"x" * (protocol.MAX_LINE_OCTETS + 1),
+        (AT_LIMIT_MULTIBYTE + "e").encode(),
+        b"\xff\xfe",
+        b"half \xc3",
+        b"nul \x00 byte",
+        b"bell \x07",
+        b"del \x7f",
+        b"lone \r cr",
+    ],
+)
+def test_invalid_messages(raw: bytes) -> None:
+    """§4: empty, #-led, 2001 octets, bad UTF-8 or control characters are refused."""
+    with pytest.raises(InvalidMessage):
+        parse_line(Phase.CHATTING, raw)
+
+
+def test_too_long_line_in_chat_is_an_invalid_message() -> None:
+    """§2.3: an over-long line while chatting is an invalid message."""
+    with pytest.raises(InvalidMessage):
+        parse_line(Phase.CHATTING, TOO_LONG)
+
+
+# -- §5 Commands ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, parsed",
+    [
+        (b"/quit", Parsed(Event.QUIT)),
+        (b"/nickname carol", Parsed(Event.RENAME, "carol")),
+        (b"/nickname " + b"z" * 30, Parsed(Event.RENAME, "z" * 30)),
+    ],
+)
+def test_commands(raw: bytes, parsed: Parsed) -> None:
+    """§5.1-§5.2: /quit and /nickname NICK, exactly."""
+    assert parse_line(Phase.CHATTING, raw) == parsed
+
+
+@pytest.mark.parametrize(
+    "raw, error",
+    [
+        (b"/quitnow", InvalidCommand),  # §5.3: no prefix matching
+        (b"/quit ", InvalidCommand),
+        (b"/quit now", InvalidCommand),
+        (b"/QUIT", InvalidCommand),  # §5.3: case-sensitive
+        (b"/Nickname bob", InvalidCommand),
+        (b"/nicknamebob", InvalidCommand),
+        (b"/", InvalidCommand),
+        (b"/next", InvalidCommand),
+        (b"/nickname", InvalidNickname),  # §5.2: the name is missing
+        (b"/nickname ", InvalidNickname),
+        (b"/nickname  bob", InvalidNickname),
+        (b"/nickname two words", InvalidNickname),
+        (b"/nickname " + b"z" * 31, InvalidNickname),
+    ],
+)
+def test_bad_commands(raw: bytes, error: type) -> None:
+    """§5.3: commands match whole and case and all; a bad /nickname is a bad nickname."""
+    with pytest.raises(error):
+        parse_line(Phase.CHATTING, raw)
+
+
+@pytest.mark.parametrize("raw", [b"/nickname bob", b"/next", b"/QUIT"])
+def test_nickname_phase_allows_only_quit(raw: bytes) -> None:
+    """§7.1: in the nickname phase every command but /quit is an invalid command."""
+    with pytest.raises(InvalidCommand):
+        parse_line(Phase.NICKNAME, raw)
+    assert parse_line(Phase.NICKNAME, b"/quit") == Parsed(Event.QUIT)
+
+
+def test_every_refusal_names_its_notice() -> None:
+    """§6: each protocol error carries the notice the server must send."""
+    assert InvalidNickname.notice is Notice.INVALID_NICKNAME
+    assert InvalidMessage.notice is Notice.INVALID_MESSAGE
+    assert InvalidCommand.notice is Notice.INVALID_COMMAND
+    assert issubclass(InvalidCommand, ProtocolError)
+
+
+# -- §6 Notices -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [n for n in Notice if n not in protocol.NOTICES_WITH_NICKNAME])
+def test_plain_notices_round_trip(name: Notice) -> None:
+    """§6: a notice is its name and an LF, and parses back to its name."""
+    line = notice(name)
+    assert line == name.value.encode() + b"\n"
+    assert parse_notice(line[:-1].decode()) == (name, "")
+
+
+@pytest.mark.parametrize("name", protocol.NOTICES_WITH_NICKNAME)
+def test_nickname_notices_round_trip(name: Notice) -> None:
+    """§6: a notice that names someone ends with the nickname."""
+    line = notice(name, "bob-1")
+    assert line == (name.value + "bob-1\n").encode()
+    assert parse_notice(line[:-1].decode()) == (name, "bob-1")
+
+
+@pytest.mark.parametrize("name, nick", [(Notice.MATCHED_TO, ""), (Notice.WAIT, "bob")])
+def test_notice_refuses_a_wrong_nickname(name: Notice, nick: str) -> None:
+    """§6: only the notices that name someone take a nickname."""
+    with pytest.raises(ValueError):
+        notice(name, nick)
+
+
+@pytest.mark.parametrize("line", ["#unknown", "#matched_to_", "#matched_to_two words", "hello", "#wait "])
+def test_parse_notice_refuses_non_notices(line: str) -> None:
+    """§6: anything else is not a notice."""
+    with pytest.raises(ValueError):
+        parse_notice(line)
+
+
+# -- §7 State table -------------------------------------------------------------
+
+
+def test_state_table_has_a_cell_for_every_line_in_every_open_phase() -> None:
+    """§7.5: every kind of line has a defined answer in every phase that reads lines."""
+    line_events = {
+        Phase.NICKNAME: [Event.NICKNAME, Event.INVALID_NICKNAME, Event.INVALID_COMMAND, Event.QUIT],
+        Phase.WAITING: [Event.MESSAGE, Event.RENAME, Event.INVALID_MESSAGE, Event.INVALID_NICKNAME],
+        Phase.CHATTING: [Event.MESSAGE, Event.RENAME, Event.INVALID_MESSAGE, Event.INVALID_NICKNAME],
+    }
+    always = [Event.RATE_LIMITED, Event.HANG_UP, Event.SHUTDOWN]
+    for phase, events in line_events.items():
+        for event in events + always:
+            assert (phase, event) in TRANSITIONS, (phase, event)
+
+
+def test_state_table_never_leaves_closed() -> None:
+    """§7.4: nothing happens to a closed connection; every path ends there."""
+    assert not [key for key in TRANSITIONS if key[0] is Phase.CLOSED]
+    reachable = {Phase.NICKNAME}
+    for _ in Phase:
+        reachable |= {cell.next_phase for key, cell in TRANSITIONS.items() if key[0] in reachable}
+    assert reachable == set(Phase)

@@ -1,0 +1,239 @@
+"""Graceful shutdown (spec §10): every client is told, every socket closes.
+
+In-process, ``server_close()`` is called with a client in every phase of §7
+(choosing a nickname, waiting, chatting, in the middle of a flood); each
+gets ``#server_shutdown`` and the close, and afterwards the process holds no
+handler thread and no socket more than before the server started.
+
+As a real process, ``python -m mechat serve --port 0`` is stopped with
+SIGINT and with SIGTERM: the clients are told, the process exits with
+status 0, and stderr holds no traceback.  The terminal client, run as a
+process, shows the notice as a sentence and exits with status 0.
+"""
+
+import contextlib
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any, Iterator, List, Optional
+
+import pytest
+
+from tests.conftest import StartServer
+from tests.leaks import Baseline
+from tests.peers import TIMEOUT, Peer, pair
+from tests.streams import numbered, send_until_closed
+
+#: The worktree root, so that the subprocesses import this very mechat.
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Seconds a subprocess may take to start or to stop before the test fails.
+PROCESS_TIMEOUT = 10.0
+
+
+def one_in_every_phase(port: int) -> List[Peer]:
+    """Connect clients choosing a nickname, waiting and chatting; return them all."""
+    choosing = Peer(port)
+    choosing.send_raw(b"half a nick")
+    alice, bob = pair(port)
+    alice.send("hello")
+    bob.expect("hello")
+    wanda = Peer(port)
+    wanda.send("wanda")
+    wanda.expect("#wait")
+    return [choosing, alice, bob, wanda]
+
+
+def expect_shutdown(peers: List[Peer]) -> None:
+    """Every peer gets #server_shutdown as its last line, then the close."""
+    for peer in peers:
+        peer.expect("#server_shutdown")
+        peer.expect_closed()
+
+
+def test_server_close_tells_every_phase_and_leaves_nothing(start_server: StartServer) -> None:
+    """§10: server_close() sends #server_shutdown in every phase and leaves no thread or socket."""
+    baseline = Baseline()
+    server = start_server()
+    peers = one_in_every_phase(server.port)
+    server.shutdown()
+    server.server_close()
+    expect_shutdown(peers)
+    for peer in peers:
+        peer.close()
+    baseline.settle()
+
+
+def test_server_close_during_a_flood(start_server: StartServer) -> None:
+    """§10: a flood in progress ends with #server_shutdown after the lines relayed so far."""
+    baseline = Baseline()
+    server = start_server(max_rate=0)
+    alice, bob = pair(server.port)
+    sent = numbered("alice", 200_000)
+    flooder = threading.Thread(target=send_until_closed, args=(alice, sent), daemon=True)
+    flooder.start()
+    bob.expect(sent[0])  # the flood is under way
+    server.shutdown()
+    server.server_close()
+    number = 1
+    line = bob.read_line()
+    while line != b"#server_shutdown":
+        assert line == sent[number]
+        number += 1
+        line = bob.read_line()
+    bob.expect_closed()
+    flooder.join(timeout=TIMEOUT)
+    alice.close()
+    bob.close()
+    baseline.settle()
+
+
+def test_server_close_cuts_off_a_client_that_does_not_read(start_server: StartServer) -> None:
+    """§9.4, §10: a handler stuck writing to a non-reader does not hold shutdown up; nothing is left."""
+    baseline = Baseline()
+    server = start_server(max_rate=0)  # the default send timeout, far longer than the shutdown grace
+    alice = Peer(server.port)
+    alice.send("alice")
+    alice.expect("#wait")
+    stuck = Peer(server.port)
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.send("stuck")
+    alice.expect("#matched_to_stuck")
+    flooder = threading.Thread(target=send_until_closed, args=(alice, [b"z" * 1023] * 30_000), daemon=True)
+    flooder.start()  # 30 MB: alice's handler soon blocks writing to stuck
+    server.shutdown()
+    server.server_close()
+    alice.expect("#server_shutdown")
+    alice.expect_closed()
+    flooder.join(timeout=TIMEOUT)
+    alice.close()
+    stuck.close()
+    baseline.settle()
+
+
+def read_everything(peer: Peer) -> List[bytes]:
+    """Read as fast as the socket gives until the server closes; return the lines."""
+    received = bytearray()
+    with contextlib.suppress(ConnectionResetError):
+        data = peer.sock.recv(65536)
+        while data:
+            received += data
+            data = peer.sock.recv(65536)
+    return bytes(received).split(b"\n")
+
+
+@pytest.mark.parametrize("phase", ["nickname", "chatting"])
+def test_burst_in_flight_ends_with_shutdown(start_server: StartServer, phase: str) -> None:
+    """§6, §10: with a burst of refused lines in flight, #server_shutdown still comes, and last."""
+    server = start_server(max_rate=0)
+    flooder = pair(server.port)[0] if phase == "chatting" else Peer(server.port)
+    flooder.send_raw(b"bad nick\x00\n" * 5000)
+    flooder.read_line()  # the first refusal: the burst is being answered
+    server.shutdown()
+    server.server_close()
+    received = read_everything(flooder)
+    assert received[-2:] == [b"#server_shutdown", b""]  # the last line, then the close
+    assert b"#server_shutdown" not in received[:-2]
+
+
+# -- The real process ---------------------------------------------------------
+
+
+class LineReader:
+    """Read a subprocess's pipe in a thread, so that every wait for a line has a deadline."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: queue.Queue[Optional[str]] = queue.Queue()
+        self.seen: List[str] = []
+        self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line)
+        self.lines.put(None)  # end of file
+
+    def wait_for(self, pattern: str, timeout: float = PROCESS_TIMEOUT) -> "re.Match[str]":
+        """Return the match of the first line that matches ``pattern``; fail at end of file or timeout."""
+        while True:
+            line = self.lines.get(timeout=timeout)
+            assert line is not None, "end of output before %r; saw %r" % (pattern, self.seen)
+            self.seen.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+
+    def rest(self, timeout: float = PROCESS_TIMEOUT) -> str:
+        """Return everything up to end of file."""
+        line = self.lines.get(timeout=timeout)
+        while line is not None:
+            self.seen.append(line)
+            line = self.lines.get(timeout=timeout)
+        return "".join(self.seen)
+
+
+class Served:
+    """A ``mechat serve`` process, its port and its log."""
+
+    def __init__(self, process: "subprocess.Popen[str]") -> None:
+        assert process.stderr is not None
+        self.process = process
+        self.log = LineReader(process.stderr)
+        self.port = int(self.log.wait_for(r"listening on [\d.]+:(\d+)").group(1))
+
+
+def run_mechat(*args: str, **popen: Any) -> "subprocess.Popen[str]":
+    """Start ``python -m mechat`` with ``args``, importing this worktree's mechat."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    return subprocess.Popen([sys.executable, "-m", "mechat", *args], cwd=ROOT, env=env, text=True, **popen)
+
+
+def stop(process: "subprocess.Popen[str]") -> None:
+    """Kill ``process`` if it is still running, and reap it."""
+    if process.poll() is None:
+        process.kill()
+    process.communicate(timeout=PROCESS_TIMEOUT)
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    """Run ``python -m mechat serve --port 0``; kill it after the test if it is still up."""
+    process = run_mechat("serve", "--port", "0", stderr=subprocess.PIPE)
+    try:
+        yield Served(process)
+    finally:
+        stop(process)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_the_process_cleanly(served: Served, signum: int) -> None:
+    """§10: SIGINT or SIGTERM: every client gets #server_shutdown, exit status 0, no traceback."""
+    peers = one_in_every_phase(served.port)
+    served.process.send_signal(signum)
+    expect_shutdown(peers)
+    assert served.process.wait(timeout=PROCESS_TIMEOUT) == 0
+    log = served.log.rest()
+    assert "Traceback" not in log, log
+
+
+def test_client_shows_shutdown_as_a_sentence(served: Served) -> None:
+    """§10: the terminal client says the server is shutting down, in words, and exits 0."""
+    client = run_mechat(
+        "chat", "--port", str(served.port), "--nick", "alice", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert client.stdout is not None
+        screen = LineReader(client.stdout)
+        screen.wait_for("Waiting for a partner")
+        served.process.send_signal(signal.SIGTERM)
+        screen.wait_for("The server is shutting down")
+        assert client.wait(timeout=PROCESS_TIMEOUT) == 0
+    finally:
+        stop(client)
+    assert "#server_shutdown" not in screen.rest()

@@ -1,0 +1,336 @@
+"""The spec checks itself: grammar lint, the code's quotes, the examples, the state table.
+
+spec/mechat.abnf, spec/protocol.md and mechat/protocol.py say the same
+things three times, and RFC 2812 shows what happens to such copies when
+nothing compares them.  Each test here compares two of them.
+"""
+
+import itertools
+import re
+import socket
+from pathlib import Path
+from typing import Dict, List, Optional, Set
+
+import pytest
+
+from mechat import protocol
+from mechat.protocol import TOO_LONG, Event, Notice, Phase, ProtocolError, parse_line
+from mechat.server import ChatServer
+from tests import examples, grammar
+from tests.conftest import StartServer
+from tests.grammar import CORE_RULES, START_RULES, matches, valid
+from tests.peers import Peer
+from tests.wire import phase_rule
+
+PROTOCOL_SOURCE = Path(protocol.__file__).read_text(encoding="utf-8")
+
+#: Grammar rules that the code implements by its shape rather than as a
+#: constant, and where.
+IMPLEMENTED_BY_SHAPE = {
+    "framed-line": "LineBuffer cuts at LF and drops one CR (§2.1, §2.2)",
+    "line-octets": "LineBuffer and check_message count to MAX_LINE_OCTETS (§2.3)",
+    "nickname-phase-line": "parse_line in Phase.NICKNAME (§7.1)",
+    "chat-phase-line": "parse_line in the other phases (§7.2, §7.3)",
+    "nickname-command": "parse_command splits at the first SP (§5.2)",
+    "UTF8-2": "the strict UTF-8 decoder (§2.4)",
+    "UTF8-3": "the strict UTF-8 decoder (§2.4)",
+    "UTF8-4": "the strict UTF-8 decoder (§2.4)",
+    "UTF8-tail": "the strict UTF-8 decoder (§2.4)",
+    "server-line": "notice() and the relay (§6)",
+    "relayed-message": "Matchmaker.relay passes the line on as read (§7.3)",
+    "notice": "the Notice enum as a whole, formatted by notice() (§6)",
+}
+
+#: RFC 5234 Appendix B.1, for the core rules protocol.py quotes.
+CORE_DEFINITIONS = {"CR": "%x0D", "LF": "%x0A", "SP": "%x20", "VCHAR": "%x21-7E", "HTAB": "%x09"}
+
+# -- §1: the grammar is well formed -----------------------------------------
+
+
+def test_every_referenced_rule_is_defined() -> None:
+    """The grammar uses no rule it does not define, other than RFC 5234's core rules (§1)."""
+    defined, referenced = grammar.defined_and_referenced()
+    assert referenced - set(defined) - CORE_RULES == set()
+
+
+def test_every_rule_is_used_or_a_start_rule() -> None:
+    """Every rule is used by another, or is a start rule named in the header (§1)."""
+    defined, referenced = grammar.defined_and_referenced()
+    assert set(defined) - referenced <= START_RULES <= set(defined)
+    header = grammar.GRAMMAR_PATH.read_text(encoding="ascii").split("\n\n; --", 1)[0]
+    assert all(f";   {rule} " in header for rule in START_RULES)
+
+
+def test_no_rule_is_defined_twice_or_redefines_a_core_rule() -> None:
+    """Each rule is defined once, and RFC 5234's core rules are used, never redefined (§1)."""
+    defined, _ = grammar.defined_and_referenced()
+    assert len(defined) == len(set(defined))
+    assert {rule.upper() for rule in defined} & CORE_RULES == set()
+
+
+def test_every_literal_is_case_sensitive_or_numeric() -> None:
+    """No rule uses RFC 5234's case-insensitive "..." strings: all matching is exact (§5.3)."""
+    for rule, body in grammar.definitions().items():
+        assert all(re.findall(r'(%s|)"[^"]*"', body)), rule
+
+
+def test_every_rule_cites_a_section() -> None:
+    """Each rule's line, or the comment block above it, cites a section of protocol.md (§1)."""
+    for paragraph in grammar.GRAMMAR_PATH.read_text(encoding="ascii").split("\n\n"):
+        preamble, *rules = re.split(r"^(?=[A-Za-z])", paragraph, flags=re.M)
+        for rule in rules:
+            assert re.search(r"sec \d", preamble + rule), rule
+
+
+def test_the_octet_limit_is_a_rule_of_its_own() -> None:
+    """line-octets allows 2000 octets of anything but LF, and not 2001 (§2.3)."""
+    assert matches("line-octets", bytes(range(10)) + bytes(range(11, 256)) + b"\xff" * 1745)
+    assert not matches("line-octets", b"a" * 2001)
+    assert not matches("line-octets", b"a\nb")
+    assert matches("framed-line", b"hi\r\n") and matches("framed-line", b"hi\n")
+    assert not matches("framed-line", b"hi")
+
+
+def test_the_prose_quotes_the_grammar_word_for_word() -> None:
+    """Every rule shown in a plain code block of protocol.md is the grammar's rule, exactly."""
+    text = grammar.PROSE_PATH.read_text(encoding="utf-8")
+    blocks = re.findall(r"^```\n(.*?)^```$", text, flags=re.M | re.S)
+    shown = re.findall(r"^([A-Za-z][A-Za-z0-9-]*) += (.+)$", "".join(blocks), flags=re.M)
+    assert len(shown) >= 8
+    rules = grammar.definitions()
+    for name, body in shown:
+        assert " ".join(body.split()) == rules[name], name
+
+
+# -- protocol.py names each rule after the grammar ---------------------------
+
+
+def quoted_rules() -> Dict[str, str]:
+    """Return each ``# rule = definition`` quoted in protocol.py, definition normalised."""
+    quotes: Dict[str, str] = {}
+    for name, body in re.findall(r"^ *# ([A-Za-z][A-Za-z0-9-]*) = (.+)$", PROTOCOL_SOURCE, re.M):
+        body = re.sub(r"\s+(\(an RFC 5234 core rule\).*|§[\d.]+(, §[\d.]+)*)$", "", body)
+        quotes[name] = " ".join(body.split())
+    return quotes
+
+
+def test_protocol_py_quotes_the_grammar_word_for_word() -> None:
+    """Every rule quoted in protocol.py is the grammar's rule, exactly (style: h11 _abnf.py)."""
+    rules = {**grammar.definitions(), **CORE_DEFINITIONS}
+    quotes = quoted_rules()
+    assert quotes, "no rule quoted in protocol.py"
+    for name, body in quotes.items():
+        assert body == rules[name], f"protocol.py quotes {name} as {body!r}, the grammar says {rules[name]!r}"
+
+
+def code_name(rule: str) -> Optional[str]:
+    """Return where protocol.py defines ``rule``: a constant, a Notice member, or None."""
+    constant = rule.replace("-", "_")
+    if hasattr(protocol, constant) and not callable(getattr(protocol, constant)):
+        return constant
+    member = constant.upper()
+    return "Notice." + member if member in Notice.__members__ else None
+
+
+@pytest.mark.parametrize("rule", list(grammar.definitions()))
+def test_each_rule_is_one_quoted_constant_or_implemented_by_shape(rule: str) -> None:
+    """Each rule is a constant or Notice member named after it and quoted above it, or is listed here."""
+    if rule in IMPLEMENTED_BY_SHAPE:
+        assert code_name(rule) is None, f"{rule} is now a constant: drop it from IMPLEMENTED_BY_SHAPE"
+        return
+    assert code_name(rule) is not None, f"protocol.py has no constant for {rule}"
+    assert rule in quoted_rules(), f"protocol.py does not quote {rule} above its constant"
+
+
+def test_every_notice_is_a_grammar_rule_and_an_alternative_of_notice() -> None:
+    """Notice has one member per notice rule, and notice() output matches that rule (§6)."""
+    alternatives = set(grammar.definitions()["notice"].split(" / "))
+    assert alternatives == {name.lower().replace("_", "-") for name in Notice.__members__}
+    for name in Notice:
+        rule = name.name.lower().replace("_", "-")
+        nick = "bob" if name in protocol.NOTICES_WITH_NICKNAME else ""
+        line = protocol.notice(name, nick)[:-1]
+        assert valid(rule, line) and valid("server-line", line), line
+        assert not matches(rule, line.upper() if not nick else line + b" x"), line
+
+
+# -- §11: the examples ---------------------------------------------------------
+
+SESSIONS = examples.sessions()
+REFUSALS = tuple(
+    name.value.encode() for name in (Notice.INVALID_NICKNAME, Notice.INVALID_MESSAGE, Notice.INVALID_COMMAND)
+)
+
+
+def reply_to(rows: List[examples.Row], index: int) -> Optional[bytes]:
+    """Return the answer to ``rows[index]``: its client's next server line, if before its next line."""
+    client = rows[index].client
+    for row in rows[index + 1 :]:
+        if row.client == client:
+            return row.line if row.side == "S" else None
+    return None
+
+
+def check_client_row(rows: List[examples.Row], index: int, phase: Phase) -> None:
+    """A client row matches its phase's rule unless the server refuses it; the code agrees (§11)."""
+    line = rows[index].line
+    assert line is not None
+    refused = (reply_to(rows, index) or b"").startswith(REFUSALS)
+    rule = "nickname-phase-line" if phase is Phase.NICKNAME else "chat-phase-line"
+    assert valid(rule, line) is not refused, f"{line[:40]!r} under {rule}"
+    try:
+        parse_line(phase, line if matches("line-octets", line) else TOO_LONG)
+    except ProtocolError as error:
+        assert refused and error.notice.encode() == reply_to(rows, index)
+    else:
+        assert not refused
+
+
+def check_session(rows: List[examples.Row]) -> int:
+    """Check every row of one example; return how many lines were checked."""
+    phases: Dict[int, Phase] = {}
+    partnered: Set[int] = set()
+    checked = 0
+    for index, row in enumerate(rows):
+        if row.line is None:
+            continue
+        checked += 1
+        phase = phases.setdefault(row.client, Phase.NICKNAME)
+        if row.side == "C":
+            check_client_row(rows, index, phase)
+            continue
+        assert valid("server-line", row.line), row.line
+        assert row.client in partnered or matches("notice", row.line), "relayed before #matched_to_"
+        if row.line == b"#wait" or row.line.startswith(b"#matched_to_"):
+            phases[row.client] = Phase.WAITING
+        if row.line.startswith(b"#matched_to_"):
+            partnered.add(row.client)
+    return checked
+
+
+def test_the_spec_has_an_example_for_each_phase() -> None:
+    """§11 holds example sessions for the nickname, waiting and chatting phases."""
+    titles = " ".join(session.title for session in SESSIONS)
+    for phase in ("Nickname phase", "Waiting phase", "Chatting phase"):
+        assert phase in titles
+
+
+@pytest.mark.parametrize("session", SESSIONS, ids=[session.title for session in SESSIONS])
+def test_every_example_line_parses_under_its_rule(session: examples.Session) -> None:
+    """Every line of every example matches the rule its phase gives it, or is refused (§11)."""
+    assert check_session(session.rows) >= 2
+
+
+class Replay:
+    """Play one example against a live server: one Peer per client, connected at its first row."""
+
+    def __init__(self, server: ChatServer) -> None:
+        self.server = server
+        self.peers: Dict[int, Peer] = {}
+        self.stopped = False
+
+    def peer(self, client: int) -> Peer:
+        """Return client ``client``'s Peer, connecting it now if this is its first row."""
+        if client not in self.peers:
+            self.peers[client] = Peer(self.server.port)
+        return self.peers[client]
+
+    def client_row(self, row: examples.Row) -> None:
+        """Send a line, or end the connection as the row says (§8)."""
+        peer = self.peer(row.client)
+        if row.event == "<eof>":
+            peer.sock.shutdown(socket.SHUT_WR)
+        elif row.event == "<reset>":
+            peer.reset()
+        else:
+            assert row.line is not None
+            peer.send(row.line)
+
+    def server_row(self, row: examples.Row) -> None:
+        """Expect the row's line, or the close, next on that client's connection."""
+        peer = self.peer(row.client)
+        if row.line == Notice.SERVER_SHUTDOWN.value.encode() and not self.stopped:
+            self.stopped = True
+            self.server.shutdown()
+            self.server.server_close()  # §10: what Ctrl-C does
+        if row.event == "<close>":
+            peer.expect_closed()
+        else:
+            assert row.line is not None
+            peer.expect(row.line)
+
+    def close(self) -> None:
+        """Close every Peer that is still open."""
+        for peer in self.peers.values():
+            peer.close()
+
+
+@pytest.mark.parametrize("session", SESSIONS, ids=[session.title for session in SESSIONS])
+def test_every_example_is_a_true_transcript(session: examples.Session, start_server: StartServer) -> None:
+    """Replayed against a live server, each example gets exactly the server lines it shows (§11)."""
+    limits = {key: int(value) if value.is_integer() else value for key, value in session.limits.items()}
+    replay = Replay(start_server(**limits))
+    try:
+        for row in session.rows:
+            (replay.client_row if row.side == "C" else replay.server_row)(row)
+    finally:
+        replay.close()
+
+
+def command_table() -> List[List[str]]:
+    """Return the rows of the §5.3 table: line(s), reply, why."""
+    text = grammar.PROSE_PATH.read_text(encoding="utf-8").split("### §5.3", 1)[1].split("## §6", 1)[0]
+    rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 8
+    return rows
+
+
+@pytest.mark.parametrize("row", command_table(), ids=lambda row: row[0])
+def test_the_command_table_is_what_the_code_and_grammar_do(row: List[str]) -> None:
+    """Each line of the §5.3 table gets the reply it shows, from parse_line and the grammar."""
+    lines, reply, _ = row
+    phase = Phase.NICKNAME if "in the nickname phase" in lines else Phase.CHATTING
+    for line in (example.encode() for example in re.findall(r"`([^`]*)`", lines)):
+        if reply == "(close)":
+            assert parse_line(phase, line).event is Event.QUIT
+            assert valid(phase_rule(phase), line)
+            continue
+        with pytest.raises(ProtocolError) as refusal:
+            parse_line(phase, line)
+        assert f"`{refusal.value.notice.value}`" == reply.strip()
+        assert not valid(phase_rule(phase), line)
+
+
+# -- §7.5: the state table -------------------------------------------------------
+
+
+def state_table() -> Dict[str, Dict[str, str]]:
+    """Read the table under the state-table marker in protocol.md: event -> phase -> cell."""
+    text = grammar.PROSE_PATH.read_text(encoding="utf-8")
+    lines = text.split("<!-- state-table", 1)[1].splitlines()[1:]
+    table = itertools.takewhile(lambda line: line.startswith("|"), lines)
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table]
+    header, body = rows[0], rows[2:]
+    return {row[0]: dict(zip(header[1:], row[1:])) for row in body}
+
+
+def test_the_state_table_covers_every_event_and_phase() -> None:
+    """§7.5 has one row per Event and one column per phase but CLOSED, which has no events."""
+    table = state_table()
+    assert set(table) == {event.value for event in Event}
+    live_phases = {phase.name for phase in Phase} - {"CLOSED"}
+    assert all(set(cells) == live_phases for cells in table.values())
+    assert all(phase is not Phase.CLOSED for phase, _ in protocol.TRANSITIONS)
+
+
+@pytest.mark.parametrize("event", list(Event), ids=[event.name for event in Event])
+def test_the_state_table_agrees_with_transitions_cell_for_cell(event: Event) -> None:
+    """Each cell of §7.5 is TRANSITIONS' reply and next phase, or "—" where it has none."""
+    cells = state_table()[event.value]
+    for phase in (Phase.NICKNAME, Phase.WAITING, Phase.CHATTING):
+        cell = cells[phase.name].replace("`", "")
+        transition = protocol.TRANSITIONS.get((phase, event))
+        if transition is None:
+            assert cell.startswith("—"), f"{phase}/{event}: TRANSITIONS has no cell, the spec has {cell!r}"
+        else:
+            assert cell == f"{transition.reply} → {transition.next_phase.name}"
