@@ -1,4 +1,4 @@
-"""The command line: ``python -m mechat serve | chat | conform``.
+"""The command line: ``python -m mechat serve | chat | conform | load``.
 
 This module only parses arguments and wires the pieces together; every
 behaviour lives in the module it names.
@@ -12,7 +12,7 @@ import threading
 from types import FrameType
 from typing import Callable, List, Optional
 
-from mechat import __version__, conform, protocol
+from mechat import __version__, conform, protocol, tuning
 from mechat.server import ChatServer, Limits
 
 
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(commands)
     add_chat_command(commands)
     add_conform_command(commands)
+    add_load_command(commands)
     return parser
 
 
@@ -116,6 +117,12 @@ def add_serve_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         serve.add_argument(
             flag, type=kind, default=default, metavar=metavar, help=meaning + " (default: %(default)s)"
         )
+    serve.add_argument(
+        "--all-cpus",
+        action="store_true",
+        help="let threads run on every CPU instead of one; one is faster under load,"
+        " because only one thread runs Python at a time (see docs/performance)",
+    )
     serve.set_defaults(run=run_serve)
 
 
@@ -135,6 +142,59 @@ def add_chat_command(commands: "argparse._SubParsersAction[argparse.ArgumentPars
         help="never colour the output (NO_COLOR in the environment does the same)",
     )
     chat.set_defaults(run=run_chat)
+
+
+def add_load_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Define 'mechat load'."""
+    load = commands.add_parser(
+        "load",
+        help="measure a chat server with many clients",
+        description="Connect pairs of clients to a server, make them talk, and check that every line"
+        " arrived exactly once, in order and intact. Exits 1 if anything went wrong.",
+    )
+    add_address(load)
+    load.add_argument(
+        "--pairs",
+        type=at_least(1, int),
+        default=10,
+        metavar="N",
+        help="pairs of clients, so 2*N connections (default: %(default)s)",
+    )
+    load.add_argument(
+        "--messages",
+        type=at_least(1, int),
+        default=1000,
+        metavar="M",
+        help="round trips per pair, or lines per client in a flood (default: %(default)s)",
+    )
+    load.add_argument(
+        "--size",
+        type=at_least(28, int),
+        default=64,
+        metavar="B",
+        help="octets per line, LF not counted, 28 to 2000 (default: %(default)s)",
+    )
+    load.add_argument(
+        "--mode",
+        choices=["pingpong", "flood"],
+        default="pingpong",
+        help="one line in flight per pair, or everyone sends at once (default: %(default)s)",
+    )
+    load.add_argument(
+        "--window",
+        type=at_least(1, int),
+        default=128,
+        metavar="W",
+        help="flood: lines a client may have sent that its partner has not read (default: %(default)s)",
+    )
+    load.add_argument(
+        "--timeout",
+        type=at_least(0.1, float),
+        default=60.0,
+        metavar="SECONDS",
+        help="give up after this long (default: %(default)s)",
+    )
+    load.set_defaults(run=run_load)
 
 
 def add_conform_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -163,6 +223,13 @@ def add_conform_command(commands: "argparse._SubParsersAction[argparse.ArgumentP
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted; return the exit status."""
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    if not args.all_cpus:
+        tuning.pin_to_one_cpu()
+    tuning.shrink_thread_stacks()
+    tuning.switch_threads_less_often()
+    warning = tuning.raise_file_limit(args.max_clients)
+    if warning:
+        logging.getLogger("mechat").warning(warning)
     limits = Limits(
         max_clients=args.max_clients,
         nickname_timeout=args.nick_timeout,
@@ -218,6 +285,19 @@ def run_chat(args: argparse.Namespace) -> int:
     from mechat import client
 
     return client.main(args.host, args.port, args.nick, args.color)
+
+
+def run_load(args: argparse.Namespace) -> int:
+    """Run one load test and print its report; return 0 if it all checked out."""
+    from mechat import load
+
+    try:
+        report = load.run(args.host, args.port, args)
+    except ValueError as error:
+        print("mechat load: %s" % error, file=sys.stderr)
+        return 2
+    print("\n".join(load.describe(report)))
+    return 0 if report.ok else 1
 
 
 def run_conform(args: argparse.Namespace) -> int:

@@ -139,13 +139,19 @@ class Matchmaker:
         nowhere, and it is told so.  A sender whose session has ended is
         owed nothing: it has already been told why (§8).
         """
+        return self.relay_lines(sender, [line])
+
+    def relay_lines(self, sender: Chatter, lines: List[bytes]) -> Optional[Chatter]:
+        """Do what :meth:`relay` does for each of ``lines``, in one step under the lock."""
         with self._changed:
             if sender.phase is Phase.CHATTING:
                 assert sender.partner is not None
-                self._owe(sender.partner, line)
+                for line in lines:
+                    self._owe(sender.partner, line)
                 return sender.partner
             if sender.phase is Phase.WAITING:
-                self._owe(sender, notice(Notice.WAIT))
+                for _ in lines:
+                    self._owe(sender, notice(Notice.WAIT))
                 return sender
             return None
 

@@ -10,7 +10,7 @@ partner never told that the chat is over.
 
 import contextlib
 import threading
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, List, NamedTuple, Optional
 
 from mechat import protocol
 from mechat.matchmaker import Chatter, Matchmaker
@@ -58,13 +58,13 @@ class GhostMatchmaker(Matchmaker):
 class SelfMatchmaker(Matchmaker):
     """Bug: a waiter that sends a line joins again, and meets the head of the queue: itself (§7.2)."""
 
-    def relay(self, sender: Chatter, line: bytes) -> Optional[Chatter]:
-        """Treat a waiter's line as a new request for a partner."""
+    def relay_lines(self, sender: Chatter, lines: List[bytes]) -> Optional[Chatter]:
+        """Treat a waiter's lines as a new request for a partner."""
         with self._changed:
             if sender.phase is Phase.WAITING:
                 self._pair(sender, self._waiting.popleft())
                 return sender
-        return super().relay(sender, line)
+        return super().relay_lines(sender, lines)
 
 
 class SilentMatchmaker(Matchmaker):
