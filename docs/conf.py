@@ -29,6 +29,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinxarg.ext",
     "sphinxcontrib.plantuml",
+    "matplotlib.sphinxext.plot_directive",
     "mechat_diagrams",
     "mechat_tests",
 ]
@@ -38,7 +39,7 @@ extensions = [
 nitpicky = True
 nitpick_ignore_regex = [
     # The standard library is documented at docs.python.org; the build stays offline.
-    (r"py:.*", r"(argparse|collections|enum|io|queue|re|socket|ssl|threading|types|typing)(\..*)?"),
+    (r"py:.*", r"(argparse|collections|enum|io|queue|re|selectors|socket|ssl|threading|types|typing)(\..*)?"),
     (r"py:.*", r"socketserver(\..*)?"),
     (r"py:.*", r"(Line|TextIO|FrameType|StartServer)"),
 ]
@@ -81,3 +82,8 @@ plantuml = plantuml_command()
 plantuml_output_format = "svg_img"  # plain <img> of a static SVG: no script, no CDN
 plantuml_batch_size = 50  # one JVM start for all the diagrams
 plantuml_cache_path = "../plantuml-cache"  # beside the output, not published inside it
+
+# The performance page's plot is drawn at build time from bench/results.jsonl.
+plot_formats = [("svg", 100)]
+plot_html_show_formats = False
+plot_html_show_source_link = False
