@@ -6,6 +6,7 @@ unexpected reply cannot pass by accident.  Every read has a deadline; no
 test ever sleeps to wait for the server.
 """
 
+import select
 import socket
 import struct
 import time
@@ -62,11 +63,12 @@ class Peer:
                 return None
             remaining = deadline - time.monotonic()
             assert remaining > 0, "no line within %.1f s; buffered: %r" % (timeout, self.buffer[:200])
-            self.sock.settimeout(remaining)
+            # Wait with select, not settimeout: the socket's timeout is shared
+            # with a thread that may be sending on it at the same moment.
+            if not self.poll_readable(remaining):
+                continue
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
             except ConnectionResetError:
                 data = b""
             self.eof = not data
@@ -74,6 +76,12 @@ class Peer:
         line, _, self.buffer = self.buffer.partition(b"\n")
         self.record("s2c", line)
         return line
+
+    def poll_readable(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for data or end of file (poll has no fd limit)."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
 
     def expect(self, *lines: Union[str, bytes], timeout: float = TIMEOUT) -> None:
         """Read one line per argument and fail unless each is exactly as given."""
