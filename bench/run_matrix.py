@@ -237,18 +237,16 @@ def target_table(summary: Dict[Tuple[str, str, str], Dict[str, Any]], placement:
     """Return the markdown rows comparing mechat with each target in one placement."""
     lines = [
         "| config | target | mechat | ref-epoll | mechat vs target | verdict | ref_asyncio | ref_threading |"
-        " ahead of both refs |",
+        " ahead of both refs here |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for config, targets in TARGETS.items():
         cell = summary.get((placement, config, "mechat"), {})
         epoll = summary.get((placement, config, "epoll"), {})
         others = [summary.get((placement, config, ref), {}) for ref in ("asyncio", "threading")]
-        ahead = "-"
-        if cell.get("throughput") and all(o.get("throughput") for o in others):
-            ahead = "yes" if all(cell["throughput"] > o["throughput"] for o in others) else "no"
         for label, metric, bound, kind in targets:
             figure, verdict = judge(cell, epoll, metric, bound, kind)
+            ahead = ahead_of(cell, others, metric)
             digits = 2 if metric in ("match_s", "kb_per_conn") else 0
             want = (
                 ("%s %g× epoll" % (kind[-2:], bound))
@@ -261,6 +259,17 @@ def target_table(summary: Dict[Tuple[str, str, str], Dict[str, Any]], placement:
                 ahead,
             ))  # fmt: skip
     return lines
+
+
+def ahead_of(cell: Dict[str, Any], others: List[Dict[str, Any]], metric: str) -> str:
+    """Say whether mechat beats every other server on ``metric``: "yes", "no" or "-" (no data).
+
+    Throughput is better higher; latency, time to match and memory lower.
+    """
+    if cell.get(metric) is None or any(other.get(metric) is None for other in others):
+        return "-"
+    sign = 1 if metric == "throughput" else -1
+    return "yes" if all(sign * cell[metric] > sign * other[metric] for other in others) else "no"
 
 
 def median_table(summary: Dict[Tuple[str, str, str], Dict[str, Any]], placement: str) -> List[str]:
