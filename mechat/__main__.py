@@ -150,7 +150,8 @@ def add_load_command(commands: "argparse._SubParsersAction[argparse.ArgumentPars
         "load",
         help="measure a chat server with many clients",
         description="Connect pairs of clients to a server, make them talk, and check that every line"
-        " arrived exactly once, in order and intact. Exits 1 if anything went wrong.",
+        " arrived exactly once, in order and intact. Exits 1 if anything went wrong, 2 if nothing"
+        " listens on the port.",
     )
     add_address(load)
     load.add_argument(
@@ -295,6 +296,13 @@ def run_load(args: argparse.Namespace) -> int:
         report = load.run(args.host, args.port, args)
     except ValueError as error:
         print("mechat load: %s" % error, file=sys.stderr)
+        return 2
+    except ConnectionRefusedError as error:
+        print(
+            "mechat load: cannot connect to %s:%d (%s). Is a server running there?"
+            % (args.host, args.port, error.strerror),
+            file=sys.stderr,
+        )
         return 2
     print("\n".join(load.describe(report)))
     return 0 if report.ok else 1

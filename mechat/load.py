@@ -118,6 +118,7 @@ class Report:
     pairs: int
     messages: int
     size: int
+    matched: bool = False  # every client was matched, so the exchange ran
     match_seconds: float = 0.0
     run_seconds: float = 0.0
     count: int = 0  # round trips (pingpong) or lines delivered (flood)
@@ -222,6 +223,8 @@ class LoadRun:
             self.exchange()
             self.quit_all()
         except (OSError, TimeoutError) as error:
+            if isinstance(error, ConnectionRefusedError) and not self.clients:
+                raise  # nothing listens there: the command line says so in one line
             self.report.error = "%s: %s" % (type(error).__name__, error)
         finally:
             self.close_all()
@@ -239,6 +242,7 @@ class LoadRun:
                 self.connect(len(self.clients))
             self.poll("waiting for %d of %d clients to be matched" % (self.unmatched, total))
         self.report.match_seconds = time.monotonic() - start
+        self.report.matched = True
 
     def connect(self, number: int) -> None:
         """Open one client connection and send its nickname."""
@@ -484,6 +488,13 @@ def describe(report: Report) -> List[str]:
     out = [
         "mechat load: %s, %d pairs, %d messages each, %d-octet lines"
         % (report.mode, report.pairs, report.messages, report.size),
+    ]
+    if not report.matched:
+        out.append("  not every client was matched, so no lines were sent")
+        out.append("  ERROR: " + report.error)
+        out.append("  result: FAILED")
+        return out
+    out += [
         "  all %d clients matched in %.3f s" % (2 * report.pairs, report.match_seconds),
         "  throughput: %.0f %s (%d in %.3f s)" % (report.throughput, unit, report.count, report.run_seconds),
     ]

@@ -81,6 +81,31 @@ def test_command_line_refuses_a_line_over_the_limit(capsys: pytest.CaptureFixtur
     assert "--size" in capsys.readouterr().err
 
 
+def test_nothing_listening_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """No server on the port: exit 2 and one line on stderr, not a report of zeros."""
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["load", "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "cannot connect" in lines[0]
+
+
+def test_a_server_that_never_matches_is_reported_as_such() -> None:
+    """A server that accepts but never answers: the report says matching did not finish."""
+    with socket.socket() as silent:  # the kernel completes connections; nobody ever reads
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        report = load.run("127.0.0.1", silent.getsockname()[1], options(pairs=2, timeout=0.5))
+    assert not report.ok and not report.matched
+    printed = load.describe(report)
+    assert "  not every client was matched, so no lines were sent" in printed
+    assert not any("matched in" in line or "throughput" in line for line in printed)
+    assert printed[-1] == "  result: FAILED"
+
+
 # -- The line format -------------------------------------------------------------
 
 
@@ -103,10 +128,10 @@ def test_any_altered_octet_is_caught(position: int) -> None:
 
 def test_report_warns_when_the_tester_is_the_bottleneck() -> None:
     """When the tester used nearly a whole CPU, the report says its numbers are its own limit."""
-    report = load.Report("flood", 1, 1, 64, cpu_share=0.97)
+    report = load.Report("flood", 1, 1, 64, matched=True, cpu_share=0.97)
     assert report.tester_saturated
     assert any("load tester itself was the bottleneck" in line for line in load.describe(report))
-    relaxed = load.Report("flood", 1, 1, 64, cpu_share=0.3)
+    relaxed = load.Report("flood", 1, 1, 64, matched=True, cpu_share=0.3)
     assert not any("bottleneck" in line for line in load.describe(relaxed))
 
 
