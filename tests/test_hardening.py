@@ -180,6 +180,13 @@ def in_background(target: Callable[[], None]) -> Iterator[None]:
     assert not thread.is_alive(), "background sender never finished"
 
 
+#: Seconds the slow-consumer defence may take to drop a non-reader.  A write
+#: blocks only once the kernel's send buffer to it is full, and the server
+#: fills it with replies of a few octets each: under coverage on a busy
+#: machine that took more than 5 s (the drop itself then takes --send-timeout).
+DROP_DEADLINE = 30.0
+
+
 def slow_consumer_drops_partner(port: int, flood: Callable[[Peer, socket.socket], None]) -> None:
     """Pair alice with a non-reader, run ``flood``; alice must get #user_quit, then a close."""
     baseline = Baseline()
@@ -187,12 +194,15 @@ def slow_consumer_drops_partner(port: int, flood: Callable[[Peer, socket.socket]
     alice.send("alice")
     alice.expect("#wait")
     bob = non_reader(port, "bob")
-    alice.expect("#matched_to_bob")
-    with in_background(lambda: flood(alice, bob)):
-        alice.expect("#user_quit")
-        alice.expect_closed()
-    alice.close()
-    bob.close()
+    bob.settimeout(DROP_DEADLINE)  # its sender must outlast a slow server, or nothing fills up
+    try:
+        alice.expect("#matched_to_bob")
+        with in_background(lambda: flood(alice, bob)):
+            alice.expect("#user_quit", timeout=DROP_DEADLINE)
+            alice.expect_closed()
+    finally:
+        alice.close()
+        bob.close()  # not a Peer, so the fixtures would not close it
     baseline.settle()  # the server let go of bob's thread and socket too
 
 
