@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from mechat import __version__, conform, protocol, tuning
 from mechat.server import ChatServer, Limits
@@ -43,8 +43,11 @@ def at_least(minimum: float, kind: Callable[[str], float]) -> Callable[[str], fl
     return parse
 
 
+#: A numeric flag: flag, type, default, metavar, meaning (see add_flags).
+Flag = Tuple[str, Callable[[str], float], float, str, str]
+
 #: The serve flags for the limits of spec §9: flag, type, default, metavar, meaning.
-LIMIT_FLAGS = [
+LIMIT_FLAGS: List[Flag] = [
     ("--max-clients", at_least(1, int), protocol.DEFAULT_MAX_CLIENTS, "N", "connections served at once"),
     (
         "--nick-timeout",
@@ -68,6 +71,30 @@ LIMIT_FLAGS = [
         "lines a second one client may send; 0 turns flood control off",
     ),
 ]
+
+
+#: The load flags that take a number: flag, type, default, metavar, meaning.
+LOAD_FLAGS: List[Flag] = [
+    ("--pairs", at_least(1, int), 10, "N", "pairs of clients, so 2*N connections"),
+    ("--messages", at_least(1, int), 1000, "M", "round trips per pair, or lines per client in a flood"),
+    ("--size", at_least(28, int), 64, "B", "octets per line, LF not counted, 28 to 2000"),
+    (
+        "--window",
+        at_least(1, int),
+        128,
+        "W",
+        "flood: lines a client may have sent that its partner has not read",
+    ),
+    ("--timeout", at_least(0.1, float), 60.0, "SECONDS", "give up after this long"),
+]
+
+
+def add_flags(parser: argparse.ArgumentParser, flags: List[Flag]) -> None:
+    """Add each (flag, type, default, metavar, meaning) of a table, its default shown in the help."""
+    for flag, kind, default, metavar, meaning in flags:
+        parser.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=meaning + " (default: %(default)s)"
+        )
 
 
 def add_address(parser: argparse.ArgumentParser) -> None:
@@ -113,10 +140,7 @@ def add_serve_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="least important log messages to show (default: %(default)s)",
     )
-    for flag, kind, default, metavar, meaning in LIMIT_FLAGS:
-        serve.add_argument(
-            flag, type=kind, default=default, metavar=metavar, help=meaning + " (default: %(default)s)"
-        )
+    add_flags(serve, LIMIT_FLAGS)
     serve.add_argument(
         "--all-cpus",
         action="store_true",
@@ -154,46 +178,12 @@ def add_load_command(commands: "argparse._SubParsersAction[argparse.ArgumentPars
         " listens on the port.",
     )
     add_address(load)
-    load.add_argument(
-        "--pairs",
-        type=at_least(1, int),
-        default=10,
-        metavar="N",
-        help="pairs of clients, so 2*N connections (default: %(default)s)",
-    )
-    load.add_argument(
-        "--messages",
-        type=at_least(1, int),
-        default=1000,
-        metavar="M",
-        help="round trips per pair, or lines per client in a flood (default: %(default)s)",
-    )
-    load.add_argument(
-        "--size",
-        type=at_least(28, int),
-        default=64,
-        metavar="B",
-        help="octets per line, LF not counted, 28 to 2000 (default: %(default)s)",
-    )
+    add_flags(load, LOAD_FLAGS)
     load.add_argument(
         "--mode",
         choices=["pingpong", "flood"],
         default="pingpong",
         help="one line in flight per pair, or everyone sends at once (default: %(default)s)",
-    )
-    load.add_argument(
-        "--window",
-        type=at_least(1, int),
-        default=128,
-        metavar="W",
-        help="flood: lines a client may have sent that its partner has not read (default: %(default)s)",
-    )
-    load.add_argument(
-        "--timeout",
-        type=at_least(0.1, float),
-        default=60.0,
-        metavar="SECONDS",
-        help="give up after this long (default: %(default)s)",
     )
     load.set_defaults(run=run_load)
 
