@@ -31,7 +31,6 @@ the tester and not the server, and the report says so.
 
 import argparse
 import errno
-import resource
 import selectors
 import socket
 import time
@@ -39,7 +38,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
-from mechat import protocol
+from mechat import protocol, tuning
 
 #: Bytes asked of each recv(); a flood brings many lines per call.
 RECV_SIZE = 65536
@@ -468,18 +467,14 @@ class LoadRun:
 
 def raise_file_limit(needed: int) -> str:
     """Raise RLIMIT_NOFILE towards ``needed``; return a warning if it stays too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
+    allowed = tuning.raise_file_limit_to(needed)
+    if not allowed:
         return ""
-    new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-    if new < needed:
-        return "only %d file descriptors allowed (hard limit); %d needed: try 'ulimit -n %d'" % (
-            new,
-            needed,
-            needed,
-        )
-    return ""
+    return "only %d file descriptors allowed (hard limit); %d needed: try 'ulimit -n %d'" % (
+        allowed,
+        needed,
+        needed,
+    )
 
 
 def describe(report: Report) -> List[str]:

@@ -73,18 +73,28 @@ def switch_threads_less_often(interval: float = SWITCH_INTERVAL) -> None:
     sys.setswitchinterval(interval)
 
 
-def raise_file_limit(connections: int) -> str:
-    """Raise the soft RLIMIT_NOFILE to cover ``connections``; return a warning if it can't be."""
-    needed = connections + 64  # the listening socket, stdio, logs, spare
+def raise_file_limit_to(needed: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to ``needed`` if the hard limit allows; return what is short.
+
+    Returns 0 when ``needed`` descriptors are now allowed, else how many are
+    (the hard limit).  A soft limit that is already high enough, or
+    unlimited, is left alone.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= needed or soft == resource.RLIM_INFINITY:
-        return ""
+        return 0
     new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-    if new >= needed:
+    return 0 if new >= needed else new
+
+
+def raise_file_limit(connections: int) -> str:
+    """Raise the soft RLIMIT_NOFILE to cover ``connections``; return a warning if it can't be."""
+    allowed = raise_file_limit_to(connections + 64)  # the listening socket, stdio, logs, spare
+    if not allowed:
         return ""
     return (
         "only %d file descriptors allowed (hard limit), so at most about %d clients can connect,"
         " not --max-clients %d: raise the hard limit (ulimit -Hn, or LimitNOFILE= in systemd)"
-        % (new, new - 64, connections)
+        % (allowed, allowed - 64, connections)
     )

@@ -66,3 +66,15 @@ def test_thread_settings_apply_to_new_threads() -> None:
     code += "print(threading.stack_size() == tuning.THREAD_STACK_SIZE,"
     code += " sys.getswitchinterval() == tuning.SWITCH_INTERVAL)\n"
     assert in_child(code) == "True True"
+
+
+def test_load_tester_says_when_its_clients_do_not_fit() -> None:
+    """mechat load shares the mechanism, with its own advice: how many it needs."""
+    code = (
+        "import resource\n"
+        "from mechat import load\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (100, 200))\n"
+        "print(load.raise_file_limit(1000))\n"
+    )
+    expected = "only 200 file descriptors allowed (hard limit); 1000 needed: try 'ulimit -n 1000'"
+    assert in_child(code) == expected
