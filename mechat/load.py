@@ -479,17 +479,24 @@ def raise_file_limit(needed: int) -> str:
 
 def describe(report: Report) -> List[str]:
     """Return the report as lines of text for a person."""
-    unit = "round trips/s" if report.mode == "pingpong" else "lines/s"
     out = [
         "mechat load: %s, %d pairs, %d messages each, %d-octet lines"
         % (report.mode, report.pairs, report.messages, report.size),
     ]
-    if not report.matched:
+    if report.matched:
+        out += measurements(report)
+    else:
         out.append("  not every client was matched, so no lines were sent")
+    if report.error:
         out.append("  ERROR: " + report.error)
-        out.append("  result: FAILED")
-        return out
-    out += [
+    out.append("  result: " + ("OK" if report.ok else "FAILED"))
+    return out
+
+
+def measurements(report: Report) -> List[str]:
+    """Return what a run that got past matching measured and checked, as lines of text."""
+    unit = "round trips/s" if report.mode == "pingpong" else "lines/s"
+    out = [
         "  all %d clients matched in %.3f s" % (2 * report.pairs, report.match_seconds),
         "  throughput: %.0f %s (%d in %.3f s)" % (report.throughput, unit, report.count, report.run_seconds),
     ]
@@ -512,9 +519,6 @@ def describe(report: Report) -> List[str]:
             "  WARNING: the load tester itself was the bottleneck (one CPU busy): the server may be"
             " faster than these numbers; use a compiled load generator to measure it"
         )
-    if report.error:
-        out.append("  ERROR: " + report.error)
-    out.append("  result: " + ("OK" if report.ok else "FAILED"))
     return out
 
 
