@@ -218,6 +218,7 @@ def run_serve(args: argparse.Namespace) -> int:
         tuning.pin_to_one_cpu()
     tuning.shrink_thread_stacks()
     tuning.switch_threads_less_often()
+    tuning.collect_garbage_less_often()
     warning = tuning.raise_file_limit(args.max_clients)
     if warning:
         logging.getLogger("mechat").warning(warning)

@@ -7,6 +7,7 @@ Each function below is one optimisation, named, with the measurement that
 justified it (``bench/`` in the repository, numbers on a 2-core machine).
 """
 
+import gc
 import logging
 import os
 import resource
@@ -71,6 +72,30 @@ def switch_threads_less_often(interval: float = SWITCH_INTERVAL) -> None:
     and 24 s -> 1.8 s and 2.2 s.
     """
     sys.setswitchinterval(interval)
+
+
+#: Allocations of container objects between two collections of the youngest
+#: generation; Python's default is 700.
+GC_THRESHOLD = 50_000
+
+
+def collect_garbage_less_often(threshold: int = GC_THRESHOLD) -> None:
+    """Keep the start-up objects out of the cycle collector, and run it less often.
+
+    Every connection owns a few dozen container objects (its handler,
+    socket, locks, generator) that live as long as it does.  The cycle
+    collector visits the young ones each time 700 have been allocated, and
+    at every full collection walks them all, with the ~50,000 objects of the
+    imported modules on top.  gc.freeze() moves those start-up objects where
+    no collection looks; the higher threshold makes young collections rarer.
+    Cycles are still collected, a little later, so memory stays bounded.
+    perf at 10,000 connections: 11% of the server's CPU in gc_collect_main
+    and its visitors.  Measured, 5,000 pairs with 5 ping-pongs each on one
+    CPU, 3 runs each: all matched in 2.23 s -> 2.06 s (median), p99 of the
+    round trip 2.9 s -> 2.7 s.
+    """
+    gc.freeze()
+    gc.set_threshold(threshold, *gc.get_threshold()[1:])
 
 
 def raise_file_limit_to(needed: int) -> int:

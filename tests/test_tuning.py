@@ -37,6 +37,22 @@ def test_pin_to_one_cpu_leaves_one_cpu_for_new_threads() -> None:
     assert in_child(code) == str([max(os.sched_getaffinity(0))])
 
 
+def test_collect_garbage_less_often_freezes_start_up_and_still_collects() -> None:
+    """Start-up objects leave the collector's reach, and a cycle made later is still freed."""
+    code = (
+        "import gc, weakref\n"
+        "tuning.collect_garbage_less_often(1000)\n"
+        "class Node: pass\n"
+        "a, b = Node(), Node()\n"
+        "a.other, b.other = b, a\n"
+        "gone = weakref.ref(a)\n"
+        "del a, b\n"
+        "keep = [[] for _ in range(2000)]\n"  # past the threshold: a collection runs by itself
+        "print(gc.get_freeze_count() > 1000, gc.get_threshold()[0], gone() is None)\n"
+    )
+    assert in_child(code) == "True 1000 True"
+
+
 def test_raise_file_limit_covers_the_clients_when_allowed() -> None:
     """With a high enough hard limit, the soft limit is raised to fit every client (§9.3)."""
     code = (
