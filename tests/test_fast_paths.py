@@ -6,10 +6,14 @@ against the real server on 127.0.0.1.
 """
 
 import select
+import socket
+import threading
+from typing import List
 
 import pytest
 
 from mechat import protocol
+from mechat.server import send_within
 from tests.conftest import StartServer
 from tests.peers import Peer, pair
 
@@ -40,6 +44,35 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(start_ser
     sender.expect_closed()
     sender.close()
     sleeper.close()
+
+
+def test_send_within_delivers_everything_past_a_full_window() -> None:
+    """send_within() waits out a full receive window and sends the rest, in order."""
+    data = bytes(range(256)) * 20_000  # 5 MB, far more than a socket pair buffers
+    writer, reader = socket.socketpair()
+    reader.settimeout(10)
+    received: List[bytes] = []
+
+    def read_all() -> None:
+        while sum(map(len, received)) < len(data):
+            received.append(reader.recv(65536))
+
+    thread = threading.Thread(target=read_all, daemon=True)
+    thread.start()
+    send_within(writer, data, seconds=30)
+    thread.join(timeout=30)
+    assert b"".join(received) == data
+    writer.close()
+    reader.close()
+
+
+def test_send_within_gives_up_on_a_peer_that_does_not_read() -> None:
+    """With nobody reading, send_within() raises socket.timeout instead of blocking (§9.4)."""
+    writer, reader = socket.socketpair()
+    with pytest.raises(socket.timeout):
+        send_within(writer, b"x" * 10_000_000, seconds=0.2)
+    writer.close()
+    reader.close()
 
 
 def test_an_idle_chatter_is_not_timed_out(start_server: StartServer) -> None:
