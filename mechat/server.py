@@ -93,6 +93,7 @@ class Connection(Chatter):
         self._send_lock = threading.Lock()  # one writer at a time
         self._life_lock = threading.Lock()  # close() versus hang_up()
         self._closed = False
+        self._cut_off = False  # hung up for writing too: nothing more will be acknowledged
         #: Set once the socket is closed, so that shutdown can wait for the last write (§10).
         self.finished = threading.Event()
 
@@ -127,6 +128,7 @@ class Connection(Chatter):
         """Shut the socket from another thread, which wakes its handler's recv()."""
         with self._life_lock:
             if not self._closed:
+                self._cut_off = self._cut_off or how != socket.SHUT_RD
                 with contextlib.suppress(OSError):  # already reset by the peer
                     self.sock.shutdown(how)
 
@@ -134,7 +136,8 @@ class Connection(Chatter):
         """Close the socket once no other thread is writing to it, without losing the last line."""
         with self._send_lock, self._life_lock:
             self._closed = True  # from now on no other thread writes to it or shuts it
-        self._linger(CLOSE_LINGER)
+        if not self._cut_off:  # a client cut off will acknowledge nothing more
+            self._linger(CLOSE_LINGER)
         self.sock.close()
         self.finished.set()
 
@@ -159,13 +162,14 @@ class Connection(Chatter):
 def send_within(sock: socket.socket, data: bytes, seconds: float) -> None:
     """Send all of ``data``, or raise socket.timeout if that takes over ``seconds`` (§9.4).
 
-    This is sendall() with a deadline of its own, so that the socket itself
-    can block and have no timeout.  A Python socket timeout costs a poll()
-    before every recv() and send(): two system calls where one would do,
-    each releasing and retaking the GIL.  Here each send() is kept from
-    blocking by MSG_DONTWAIT, and poll() waits only when the client's
-    receive window is full.  Measured, ping-pong of 100 pairs on one CPU
-    (median of 2): 19.0k -> 28.2k round trips/s, p99 20 -> 7.2 ms.
+    This is sendall() with a deadline of its own, for a socket that blocks
+    and has no Python timeout; with one, send() would wait out that timeout
+    itself, and the deadline here would not hold.  A Python socket timeout
+    costs a poll() before every recv() and send(): two system calls where
+    one would do, each releasing and retaking the GIL.  Here each send() is
+    kept from blocking by MSG_DONTWAIT, and poll() waits only when the
+    client's receive window is full.  Measured, ping-pong of 100 pairs on
+    one CPU (median of 2): 19.0k -> 28.2k round trips/s, p99 20 -> 7.2 ms.
     """
     deadline = time.monotonic() + seconds
     unsent = memoryview(data)
@@ -179,7 +183,14 @@ def send_within(sock: socket.socket, data: bytes, seconds: float) -> None:
             pass  # the client's window is full: wait until it reads
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not writable.poll(remaining * 1000):
-            raise socket.timeout("no progress sending for %.1f s" % seconds)
+            raise socket.timeout("sending took over %.1f s" % seconds)
+
+
+def readable(sock: socket.socket, seconds: float) -> bool:
+    """Wait up to ``seconds`` for input on ``sock``, or its end; return False if none came."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))
 
 
 def unacknowledged(sock: socket.socket) -> int:
@@ -214,8 +225,11 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.batch: List[bytes] = []  # messages read but not yet given to the Matchmaker
         self.over = False  # the Matchmaker refused a batch: the session has ended
         self.flood = TokenBucket(self.limits.max_rate)
+        #: Seconds read_lines() waits for input before it yields None; None
+        #: waits for ever.  The socket itself blocks, with no Python timeout,
+        #: so every write can rely on send_within()'s deadline.
+        self.read_timeout: Optional[float] = self.limits.nickname_timeout
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.request.settimeout(min(self.limits.send_timeout, self.limits.nickname_timeout))
         # DEBUG, not INFO: the nickname line that follows names the address
         # too, and at 10,000 connections each INFO line costs about 9 us of
         # the one core (with gc tuning: all matched in 2.25 -> 2.00 s).
@@ -229,7 +243,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
             return
         lines = self.read_lines()
         if self.choose_nickname(lines):
-            self.request.settimeout(None)  # block in recv(); writes time out in send_within()
+            self.read_timeout = None  # a chatter may stay quiet as long as it likes (§7.3)
             self.chat(lines)
 
     def finish(self) -> None:
@@ -253,16 +267,17 @@ class ChatHandler(socketserver.BaseRequestHandler):
 
         None is the flush point: the caller writes what it owes before this
         generator blocks in recv() again, so all the lines of one recv() are
-        answered or relayed with one write.  A recv() that times out also
-        yields None.  The generator ends at end of file or on a reset.
+        answered or relayed with one write.  Waiting longer than
+        ``self.read_timeout`` for input also yields None.  The generator ends
+        at end of file or on a reset.
         """
         buffer = protocol.LineBuffer(self.limits.max_line)
         while True:
-            try:
-                data = self.request.recv(RECV_SIZE)
-            except socket.timeout:
+            if self.read_timeout is not None and not readable(self.request, self.read_timeout):
                 yield None
                 continue
+            try:
+                data = self.request.recv(RECV_SIZE)
             except OSError:
                 return  # reset, or hung up by another thread (§8)
             if not data:
@@ -281,7 +296,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return self.time_out()
-                self.request.settimeout(min(remaining, self.limits.send_timeout))
+                self.read_timeout = remaining
                 continue
             parsed = self.parse(Phase.NICKNAME, line)
             if parsed is None:

@@ -5,6 +5,7 @@ what it does.  These tests pin the behaviour each one could have broken,
 against the real server on 127.0.0.1.
 """
 
+import hashlib
 import select
 import socket
 import threading
@@ -13,7 +14,7 @@ from typing import List
 import pytest
 
 from mechat import protocol
-from mechat.server import send_within
+from mechat.server import ChatServer, Connection, connection_of, send_within
 from tests.conftest import StartServer
 from tests.peers import Peer, pair
 
@@ -61,7 +62,9 @@ def test_send_within_delivers_everything_past_a_full_window() -> None:
     thread.start()
     send_within(writer, data, seconds=30)
     thread.join(timeout=30)
-    assert b"".join(received) == data
+    whole = b"".join(received)
+    assert len(whole) == len(data)
+    assert hashlib.sha256(whole).digest() == hashlib.sha256(data).digest()
     writer.close()
     reader.close()
 
@@ -73,6 +76,29 @@ def test_send_within_gives_up_on_a_peer_that_does_not_read() -> None:
         send_within(writer, b"x" * 10_000_000, seconds=0.2)
     writer.close()
     reader.close()
+
+
+def test_sockets_have_no_python_timeout_in_any_phase(start_server: StartServer) -> None:
+    """Every client socket blocks, so send_within()'s deadline is the only one on a write (§9.4)."""
+    server = start_server(max_rate=0)
+    alice = Peer(server.port)
+    alice.send("not a nickname!")
+    alice.expect("#invalid_nickname")  # its handler is in the nickname phase now
+    assert [conn.sock.gettimeout() for conn in connections(server)] == [None]
+    alice.send("alice")
+    alice.expect("#wait")
+    bob = Peer(server.port)
+    bob.send("bob")
+    bob.expect("#matched_to_alice")
+    alice.expect("#matched_to_bob")
+    assert [conn.sock.gettimeout() for conn in connections(server)] == [None, None]
+    alice.close()
+    bob.close()
+
+
+def connections(server: ChatServer) -> List[Connection]:
+    """Return the server's open connections."""
+    return [connection_of(chatter) for chatter in server.matchmaker._connected]
 
 
 def test_an_idle_chatter_is_not_timed_out(start_server: StartServer) -> None:

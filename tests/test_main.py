@@ -12,7 +12,7 @@ from typing import Any, Iterator, List
 import pytest
 
 from mechat import __main__ as cli
-from mechat import __version__, protocol
+from mechat import __version__, protocol, tuning
 from mechat.server import ChatServer
 from tests.peers import TIMEOUT, Peer
 
@@ -74,6 +74,22 @@ def test_usage_errors_are_one_message_not_a_traceback(
         cli.main(argv)
     assert exit.value.code == 2
     assert complaint in capsys.readouterr().err
+
+
+#: What ``serve`` changes for the whole process; these tests run it in pytest's.
+PROCESS_TUNING = (
+    "pin_to_one_cpu",
+    "shrink_thread_stacks",
+    "switch_threads_less_often",
+    "collect_garbage_less_often",
+)
+
+
+@pytest.fixture(autouse=True)
+def keep_process_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep serve's process-wide tuning (CPU, stacks, GIL, gc) out of the test process."""
+    for name in PROCESS_TUNING:
+        monkeypatch.setattr(tuning, name, lambda: None)
 
 
 def test_serve_on_a_busy_port_says_so(capsys: pytest.CaptureFixture[str]) -> None:
