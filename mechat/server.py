@@ -117,12 +117,8 @@ class Connection(Chatter):
         Linux's), the answer is "not yet", and the handler finds out itself.
         """
         gone = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
-        poller = select.poll()
         with self._life_lock:
-            if self._closed:
-                return True
-            poller.register(self.sock, gone)
-            return bool(poller.poll(0))
+            return self._closed or poll_for(self.sock, gone, 0)
 
     def hang_up(self, how: int = socket.SHUT_RDWR) -> None:
         """Shut the socket from another thread, which wakes its handler's recv()."""
@@ -173,8 +169,6 @@ def send_within(sock: socket.socket, data: bytes, seconds: float) -> None:
     """
     deadline = time.monotonic() + seconds
     unsent = memoryview(data)
-    writable = select.poll()
-    writable.register(sock, select.POLLOUT)
     while unsent:
         try:
             unsent = unsent[sock.send(unsent, socket.MSG_DONTWAIT) :]
@@ -182,14 +176,18 @@ def send_within(sock: socket.socket, data: bytes, seconds: float) -> None:
         except BlockingIOError:
             pass  # the client's window is full: wait until it reads
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or not writable.poll(remaining * 1000):
+        if remaining <= 0 or not poll_for(sock, select.POLLOUT, remaining):
             raise socket.timeout("sending took over %.1f s" % seconds)
 
 
-def readable(sock: socket.socket, seconds: float) -> bool:
-    """Wait up to ``seconds`` for input on ``sock``, or its end; return False if none came."""
+def poll_for(sock: socket.socket, events: int, seconds: float) -> bool:
+    """Wait up to ``seconds`` for one of ``events`` on ``sock``; return False if none came.
+
+    A hang-up or an error (POLLHUP, POLLERR) always counts, so a caller
+    waiting to read or write wakes, and finds out from recv() or send().
+    """
     poller = select.poll()
-    poller.register(sock, select.POLLIN)
+    poller.register(sock, events)
     return bool(poller.poll(seconds * 1000))
 
 
@@ -273,7 +271,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         """
         buffer = protocol.LineBuffer(self.limits.max_line)
         while True:
-            if self.read_timeout is not None and not readable(self.request, self.read_timeout):
+            if self.read_timeout is not None and not poll_for(self.request, select.POLLIN, self.read_timeout):
                 yield None
                 continue
             try:
