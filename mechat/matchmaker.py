@@ -172,16 +172,19 @@ class Matchmaker:
         with self._changed:
             self._owe(chatter, line)
 
-    def owe_reply(self, chatter: Chatter, line: bytes) -> None:
-        """Queue a reply to a line ``chatter`` sent, unless its session is over.
+    def owe_reply(self, chatter: Chatter, line: bytes) -> bool:
+        """Queue a reply to a line ``chatter`` sent; return False if its session is over.
 
         Once a session is closed its last line is already owed: #user_quit
         or #server_shutdown.  A reply to a line read after that would follow
-        the final notice (§6, §8), so it is not sent.
+        the final notice (§6, §8), so it is not sent, and the caller learns
+        that it should stop reading (§7.4).
         """
         with self._changed:
-            if chatter.phase is not Phase.CLOSED:
-                self._owe(chatter, line)
+            if chatter.phase is Phase.CLOSED:
+                return False
+            self._owe(chatter, line)
+            return True
 
     def take_owed(self, chatter: Chatter) -> bytes:
         """Remove and return everything ``chatter`` is owed, as one block of lines."""

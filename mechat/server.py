@@ -291,6 +291,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
         for line in lines:
             if line is None:
                 self.flush_owed()
+                if self.session_over():
+                    return False
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return self.time_out()
@@ -298,6 +300,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 continue
             parsed = self.parse(Phase.NICKNAME, line)
             if parsed is None:
+                if self.over:
+                    return False
                 continue
             if parsed.event is Event.QUIT:
                 return False
@@ -309,9 +313,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
         """Relay, rename and refuse until /quit, a hang-up or the partner leaves (§7.2-§7.3)."""
         for line in lines:
             if line is None:
-                if not self.pass_on():
-                    break
+                self.pass_on()
                 self.flush_owed()
+                if self.session_over():
+                    break
                 continue
             parsed = self.parse(Phase.CHATTING, line)
             if parsed is None:
@@ -340,11 +345,28 @@ class ChatHandler(socketserver.BaseRequestHandler):
         """Owe our own client a refusal notice, unless its session is over.
 
         The messages batched before the refused line are passed on first; if
-        that finds the session over, the refusal is not owed either.
+        that finds the session over, the refusal is not owed either, and
+        ``self.over`` tells the caller to stop reading (§7.4).
         """
-        if self.pass_on():
-            self.matchmaker.owe_reply(self.conn, notice(reply))
+        if self.pass_on() and self.matchmaker.owe_reply(self.conn, notice(reply)):
             self.owed.add(self.conn)
+        else:
+            self.over = True
+
+    def session_over(self) -> bool:
+        """Tell whether the session has closed, by this thread or another (§7.4).
+
+        Another thread closes it when it drops this client or its partner,
+        and so does this one when a write to its own client fails (§9.4).
+        Once closed, nothing more is read: a client that has been dropped
+        may still have megabytes on the way, and parsing them would cost
+        the CPU that the clients still connected need.  Asked at each flush
+        point, so at most the rest of one recv() is looked at after the
+        decision.
+        """
+        if not self.over:
+            self.over = self.matchmaker.phase_of(self.conn) is Phase.CLOSED
+        return self.over
 
     def join(self, nickname: str) -> None:
         """Enter the matchmaker's queue, or pair with the longest waiter (§7.1)."""

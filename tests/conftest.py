@@ -5,7 +5,7 @@ from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 
-from mechat.server import ChatServer, Limits
+from mechat.server import ChatHandler, ChatServer, Limits
 from tests import wire
 from tests.leaks import Baseline
 from tests.peers import Peer, pair
@@ -15,11 +15,11 @@ StartServer = Callable[..., ChatServer]
 
 @pytest.fixture
 def start_server() -> Iterator[StartServer]:
-    """Start servers with the given limits; stop them all after the test."""
+    """Start servers with the given limits (and handler class); stop them all after the test."""
     running: List[Tuple[ChatServer, threading.Thread]] = []
 
-    def start(**limits: Any) -> ChatServer:
-        server = ChatServer(("127.0.0.1", 0), Limits(**limits))
+    def start(handler: type = ChatHandler, **limits: Any) -> ChatServer:
+        server = ChatServer(("127.0.0.1", 0), Limits(**limits), handler)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         running.append((server, thread))

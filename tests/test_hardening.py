@@ -13,11 +13,13 @@ import socket
 import threading
 import time
 import tracemalloc
-from typing import Callable, Iterator, List
+from typing import Callable, ClassVar, Iterator, List, Optional
 
 import pytest
 
 from mechat.flood import TokenBucket
+from mechat.protocol import Line, Parsed, Phase
+from mechat.server import ChatHandler, Connection
 from tests.conftest import StartServer
 from tests.leaks import Baseline
 from tests.peers import TIMEOUT, Peer, pair
@@ -161,17 +163,18 @@ def non_reader(port: int, nickname: str) -> socket.socket:
     return sock
 
 
-def send_until_refused(sock: socket.socket, line: bytes, count: int) -> None:
-    """Send ``line`` ``count`` times, stopping quietly when the server hangs up."""
+def send_until_refused(sock: socket.socket, line: bytes, count: int) -> bool:
+    """Send ``line`` ``count`` times; return True if the server hung up first."""
     try:
         for _ in range(count):
             sock.sendall(line)
     except OSError:
-        pass  # the server closed us: what the test is waiting for
+        return True  # the server closed us: what the test is waiting for
+    return False
 
 
 @contextlib.contextmanager
-def in_background(target: Callable[[], None]) -> Iterator[None]:
+def in_background(target: Callable[[], object]) -> Iterator[None]:
     """Run ``target`` in a thread, and join it when the test is done with it."""
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
@@ -187,7 +190,7 @@ def in_background(target: Callable[[], None]) -> Iterator[None]:
 DROP_DEADLINE = 30.0
 
 
-def slow_consumer_drops_partner(port: int, flood: Callable[[Peer, socket.socket], None]) -> None:
+def slow_consumer_drops_partner(port: int, flood: Callable[[Peer, socket.socket], object]) -> None:
     """Pair alice with a non-reader, run ``flood``; alice must get #user_quit, then a close."""
     baseline = Baseline()
     alice = Peer(port)
@@ -217,6 +220,57 @@ def test_non_reader_that_floods_its_own_replies_is_dropped(start_server: StartSe
     """§9.4, §8: a client whose refusals back up is dropped; its partner gets #user_quit and a close."""
     server = start_server(send_timeout=0.3, max_rate=0)
     slow_consumer_drops_partner(server.port, lambda alice, bob: send_until_refused(bob, b"#x\n" * 1000, 1000))
+
+
+class LateReader(ChatHandler):
+    """A handler that notes every line it parses after its session has closed (§7.4)."""
+
+    #: The lines parsed too late, and every connection served; each test clears both.
+    late: ClassVar[List[Line]] = []
+    connections: ClassVar[List[Connection]] = []
+
+    def setup(self) -> None:
+        """Prepare as usual, and remember the connection."""
+        super().setup()
+        LateReader.connections.append(self.conn)
+
+    def parse(self, phase: Phase, line: Line) -> Optional[Parsed]:
+        """Note ``line`` if the session is already over, then parse it as usual."""
+        if self.matchmaker.phase_of(self.conn) is Phase.CLOSED:
+            LateReader.late.append(line)
+        return super().parse(phase, line)
+
+
+def test_dropped_client_is_read_no_further(start_server: StartServer) -> None:
+    """§7.4, §9.4: once a client is dropped, its handler parses nothing more and ends.
+
+    bob never reads and sends 30 MB of lines that are refused, far more than
+    the socket buffers between him and the server hold.  His replies back
+    up and he is dropped while megabytes of his lines are still buffered.
+    His handler must not parse one of them (it would burn the CPU that the
+    clients still connected need), and must close his socket while he is
+    still sending.
+    """
+    LateReader.late.clear()
+    LateReader.connections.clear()
+    server = start_server(LateReader, send_timeout=0.3, max_rate=0)
+    alice = Peer(server.port)
+    alice.send("alice")
+    alice.expect("#wait")
+    bob = non_reader(server.port, "bob")
+    bob.settimeout(DROP_DEADLINE)
+    try:
+        alice.expect("#matched_to_bob")
+        [bobs] = [conn for conn in LateReader.connections if conn.nickname == "bob"]
+        refused = []
+        with in_background(lambda: refused.append(send_until_refused(bob, b"#x\n" * 1000, 10_000))):
+            alice.expect("#user_quit", timeout=DROP_DEADLINE)
+            alice.expect_closed()
+            assert bobs.finished.wait(DROP_DEADLINE), "bob's handler never closed his socket"
+    finally:
+        bob.close()
+    assert refused == [True], "bob sent all 30 MB: the server was still reading him"
+    assert LateReader.late == [], "parsed %d lines after bob was dropped" % len(LateReader.late)
 
 
 # -- §9.5 flood control ------------------------------------------------------
