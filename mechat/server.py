@@ -472,6 +472,12 @@ class ChatServer(socketserver.ThreadingTCPServer):
     #: Connections the kernel may queue before accept(); socketserver's
     #: default of 5 resets clients when a class connects at once.
     request_queue_size = 4096
+    #: Seconds server_close() gives clients to take #server_shutdown, then
+    #: each round of cutting off (§10).  Class attributes, as socketserver's
+    #: own settings are, so that a test on a busy machine can wait longer
+    #: for a client that is slow to read without stopping the server later.
+    shutdown_grace = SHUTDOWN_GRACE
+    shutdown_cutoff = SHUTDOWN_CUTOFF
 
     def __init__(
         self,
@@ -497,18 +503,19 @@ class ChatServer(socketserver.ThreadingTCPServer):
         # A handler leaves the Matchmaker before it writes its last notice and
         # closes; wait for both, or the process may exit in between and the
         # client sees the close without #server_shutdown.
-        deadline = time.monotonic() + SHUTDOWN_GRACE
-        if not (self.matchmaker.wait_until_empty(SHUTDOWN_GRACE) and all_finished(connections, deadline)):
+        grace = self.shutdown_grace
+        deadline = time.monotonic() + grace
+        if not (self.matchmaker.wait_until_empty(grace) and all_finished(connections, deadline)):
             # First cut off the clients that will not read: a handler may be
             # stuck writing to one, and the client it serves is still owed its
             # own notice.  Then cut off whatever is left.
             for conn in connections:
                 if conn.is_being_written():
                     conn.hang_up()
-            if not all_finished(connections, time.monotonic() + SHUTDOWN_CUTOFF):
+            if not all_finished(connections, time.monotonic() + self.shutdown_cutoff):
                 for conn in connections:
                     conn.hang_up()
-                all_finished(connections, time.monotonic() + SHUTDOWN_CUTOFF)
+                all_finished(connections, time.monotonic() + self.shutdown_cutoff)
 
 
 def all_finished(connections: List[Connection], deadline: float) -> bool:

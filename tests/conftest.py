@@ -12,6 +12,14 @@ from tests.peers import Peer, pair
 
 StartServer = Callable[..., ChatServer]
 
+#: Seconds a test server's shutdown waits for its clients to take their last
+#: notice, in place of the 1 s of §10.  A test often calls server_close()
+#: and only then reads; on a busy machine the handlers may not even have
+#: been scheduled within 1 s.  The wait ends as soon as every handler has
+#: finished, so a passing test never spends it; a test of the cut-off itself
+#: sets the real grace again.
+SHUTDOWN_WAIT = 30.0
+
 
 @pytest.fixture
 def start_server() -> Iterator[StartServer]:
@@ -20,6 +28,7 @@ def start_server() -> Iterator[StartServer]:
 
     def start(handler: type = ChatHandler, **limits: Any) -> ChatServer:
         server = ChatServer(("127.0.0.1", 0), Limits(**limits), handler)
+        server.shutdown_grace = server.shutdown_cutoff = SHUTDOWN_WAIT
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         running.append((server, thread))

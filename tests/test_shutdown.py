@@ -26,7 +26,8 @@ from typing import IO, Any, Iterator, List, Optional
 
 import pytest
 
-from tests.conftest import StartServer
+from mechat.server import SHUTDOWN_GRACE, ChatServer
+from tests.conftest import SHUTDOWN_WAIT, StartServer
 from tests.leaks import Baseline
 from tests.peers import TIMEOUT, Peer, pair
 from tests.streams import numbered, send_until_closed
@@ -58,6 +59,27 @@ def expect_shutdown(peers: List[Peer]) -> None:
         peer.expect_closed()
 
 
+@contextlib.contextmanager
+def stopping(server: ChatServer) -> Iterator[None]:
+    """Stop ``server`` in another thread while the test reads; join that thread at the end.
+
+    server_close() waits for the clients to take #server_shutdown, and a
+    client with megabytes still to read takes it only if someone reads
+    meanwhile: a test that stopped the server first and read afterwards
+    would pass only where the kernel's buffers happened to hold it all.
+    """
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    stopper = threading.Thread(target=stop, daemon=True)
+    stopper.start()
+    yield
+    stopper.join(timeout=SHUTDOWN_WAIT)
+    assert not stopper.is_alive(), "server_close() never returned"
+
+
 def test_server_close_tells_every_phase_and_leaves_nothing(start_server: StartServer) -> None:
     """§10: server_close() sends #server_shutdown in every phase and leaves no thread or socket."""
     baseline = Baseline()
@@ -80,15 +102,14 @@ def test_server_close_during_a_flood(start_server: StartServer) -> None:
     flooder = threading.Thread(target=send_until_closed, args=(alice, sent), daemon=True)
     flooder.start()
     bob.expect(sent[0])  # the flood is under way
-    server.shutdown()
-    server.server_close()
-    number = 1
-    line = bob.read_line()
-    while line != b"#server_shutdown":
-        assert line == sent[number]
-        number += 1
+    with stopping(server):
+        number = 1
         line = bob.read_line()
-    bob.expect_closed()
+        while line != b"#server_shutdown":
+            assert line == sent[number]
+            number += 1
+            line = bob.read_line()
+        bob.expect_closed()
     flooder.join(timeout=TIMEOUT)
     alice.close()
     bob.close()
@@ -126,6 +147,7 @@ def test_server_close_cuts_off_a_client_that_does_not_read(start_server: StartSe
     """
     baseline = Baseline()
     server = start_server(max_rate=0)  # the default send timeout, far longer than the shutdown grace
+    server.shutdown_grace = SHUTDOWN_GRACE  # the real grace: what runs out here is what is tested
     alice = Peer(server.port)
     alice.send("alice")
     alice.expect("#wait")
@@ -144,8 +166,8 @@ def test_server_close_cuts_off_a_client_that_does_not_read(start_server: StartSe
 
 
 def read_everything(peer: Peer) -> List[bytes]:
-    """Read as fast as the socket gives until the server closes; return the lines."""
-    received = bytearray()
+    """Read as fast as the socket gives until the server closes; return the lines not yet read."""
+    received = bytearray(peer.buffer)
     with contextlib.suppress(ConnectionResetError):
         data = peer.sock.recv(65536)
         while data:
@@ -161,9 +183,8 @@ def test_burst_in_flight_ends_with_shutdown(start_server: StartServer, phase: st
     flooder = pair(server.port)[0] if phase == "chatting" else Peer(server.port)
     flooder.send_raw(b"bad nick\x00\n" * 5000)
     flooder.read_line()  # the first refusal: the burst is being answered
-    server.shutdown()
-    server.server_close()
-    received = read_everything(flooder)
+    with stopping(server):
+        received = read_everything(flooder)
     assert received[-2:] == [b"#server_shutdown", b""]  # the last line, then the close
     assert b"#server_shutdown" not in received[:-2]
 
