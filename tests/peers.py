@@ -15,6 +15,12 @@ from typing import Callable, ClassVar, List, Optional, Union
 #: Seconds any single expected line may take to arrive.
 TIMEOUT = 5.0
 
+#: Seconds of nickname timeout (§9.2) for a server on which some client
+#: must be read before that timer fires: it starts when the connection is
+#: accepted, and on a busy machine the handler's thread may start late.
+#: Where only silence is tested, a fraction of a second will do.
+NICKNAME_ROOM = 2.0
+
 #: Called with (the Peer, "c2s" or "s2c", line) for every whole line a Peer
 #: sends or receives; the wire-check fixture in conftest.py installs it.  The
 #: Peer is passed so that the check can follow each connection's phase.

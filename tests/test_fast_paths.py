@@ -16,7 +16,7 @@ import pytest
 from mechat import protocol
 from mechat.server import ChatServer, Connection, connection_of, send_within
 from tests.conftest import StartServer
-from tests.peers import Peer, pair
+from tests.peers import NICKNAME_ROOM, TIMEOUT, Peer, pair
 
 #: Lines of 1,999 octets that one sendall() carries in the slow-consumer test.
 CHUNK = (b"x" * 1999 + b"\n") * 100
@@ -103,10 +103,12 @@ def connections(server: ChatServer) -> List[Connection]:
 
 def test_an_idle_chatter_is_not_timed_out(start_server: StartServer) -> None:
     """Without a read timeout, a quiet pair still relays the next line (§7.3)."""
-    server = start_server(max_rate=0, send_timeout=0.2, nickname_timeout=0.2)
+    # alice and bob must be read before their nickname timeouts fire, so
+    # that one is not short; the pair then idles through both timeouts.
+    server = start_server(max_rate=0, send_timeout=0.2, nickname_timeout=NICKNAME_ROOM)
     alice, bob = pair(server.port)
     quiet = Peer(server.port)  # outlives both timeouts before anyone speaks again
-    quiet.expect("#nickname_timeout", timeout=5)
+    quiet.expect("#nickname_timeout", timeout=NICKNAME_ROOM + TIMEOUT)
     alice.send("still here")
     bob.expect("still here")
     for peer in (alice, bob, quiet):

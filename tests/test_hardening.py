@@ -22,7 +22,7 @@ from mechat.protocol import Line, Parsed, Phase
 from mechat.server import ChatHandler, Connection
 from tests.conftest import StartServer
 from tests.leaks import Baseline
-from tests.peers import TIMEOUT, Peer, pair
+from tests.peers import NICKNAME_ROOM, TIMEOUT, Peer, pair
 
 #: A flood chunk, made once so that the test's own allocations stay out of the trace.
 CHUNK = b"x" * 65536
@@ -98,27 +98,32 @@ def test_line_limit_is_enforced_at_its_boundary(start_server: StartServer, limit
 # -- §9.2 nickname timeout ---------------------------------------------------
 
 
-@pytest.mark.parametrize("sent", [b"", b"ali", b"/nope\n", b"bad nick\n"])
-def test_no_nickname_in_time_is_told_and_closed(start_server: StartServer, sent: bytes) -> None:
+@pytest.mark.parametrize(
+    "sent, refusal",
+    [(b"", None), (b"ali", None), (b"/nope\n", "#invalid_command"), (b"bad nick\n", "#invalid_nickname")],
+)
+def test_no_nickname_in_time_is_told_and_closed(
+    start_server: StartServer, sent: bytes, refusal: Optional[str]
+) -> None:
     """§9.2: silence, half a line or refused lines still end in #nickname_timeout, then close."""
-    server = start_server(nickname_timeout=0.3)
+    server = start_server(nickname_timeout=0.3 if refusal is None else NICKNAME_ROOM)
     peer = Peer(server.port)
     peer.send_raw(sent)
-    if sent.endswith(b"\n"):
-        peer.read_line()  # the refusal of that line
-    peer.expect("#nickname_timeout")
+    if refusal is not None:
+        peer.expect(refusal)
+    peer.expect("#nickname_timeout", timeout=NICKNAME_ROOM + TIMEOUT)
     peer.expect_closed()
 
 
 def test_nickname_timeout_spares_those_who_chose_one(start_server: StartServer) -> None:
     """§9.2: the timeout applies only to the nickname phase; waiting and chatting clients stay."""
-    server = start_server(nickname_timeout=1.0)  # room for the others to name themselves first
+    server = start_server(nickname_timeout=NICKNAME_ROOM)  # room for the others to name themselves first
     alice, bob = pair(server.port)
     carol = Peer(server.port)
     carol.send("carol")
     carol.expect("#wait")
     silent = Peer(server.port)
-    silent.expect("#nickname_timeout")  # the timeout has now passed for everybody above
+    silent.expect("#nickname_timeout", timeout=NICKNAME_ROOM + TIMEOUT)  # passed for everybody above
     silent.expect_closed()
     alice.send("still here")
     bob.expect("still here")
@@ -179,15 +184,31 @@ def in_background(target: Callable[[], object]) -> Iterator[None]:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     yield
-    thread.join(timeout=10)
+    thread.join(timeout=DROP_DEADLINE)
     assert not thread.is_alive(), "background sender never finished"
 
 
-#: Seconds the slow-consumer defence may take to drop a non-reader.  A write
-#: blocks only once the kernel's send buffer to it is full, and the server
-#: fills it with replies of a few octets each: under coverage on a busy
-#: machine that took more than 5 s (the drop itself then takes --send-timeout).
+#: Seconds the slow-consumer defence may take to drop a non-reader: a hang
+#: detector only.  The drop takes --send-timeout once the send buffer is
+#: full, and SmallSendBuffer below keeps that buffer small.
 DROP_DEADLINE = 30.0
+
+
+class SmallSendBuffer(ChatHandler):
+    """A handler whose kernel send buffer stays at a few kilobytes.
+
+    A write blocks, and the §9.4 timer starts, only once the send buffer
+    to the non-reader is full.  Left to itself, Linux grows that buffer to
+    megabytes, so the server would first have to refuse or relay hundreds
+    of thousands of lines: seconds of work under coverage on a busy machine.
+    With 4 KB the drop comes after a few hundred, and the tests' deadlines
+    are never approached.
+    """
+
+    def setup(self) -> None:
+        """Prepare as usual, with a send buffer that fills at once."""
+        super().setup()
+        self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
 
 
 def slow_consumer_drops_partner(port: int, flood: Callable[[Peer, socket.socket], object]) -> None:
@@ -211,18 +232,18 @@ def slow_consumer_drops_partner(port: int, flood: Callable[[Peer, socket.socket]
 
 def test_partner_that_never_reads_is_dropped(start_server: StartServer) -> None:
     """§9.4: a write blocked past --send-timeout drops the non-reader; the sender gets #user_quit."""
-    server = start_server(send_timeout=0.3, max_rate=0)
+    server = start_server(SmallSendBuffer, send_timeout=0.3, max_rate=0)
     line = b"y" * 999 + b"\n"
     slow_consumer_drops_partner(server.port, lambda alice, bob: send_until_refused(alice.sock, line, 40_000))
 
 
 def test_non_reader_that_floods_its_own_replies_is_dropped(start_server: StartServer) -> None:
     """§9.4, §8: a client whose refusals back up is dropped; its partner gets #user_quit and a close."""
-    server = start_server(send_timeout=0.3, max_rate=0)
+    server = start_server(SmallSendBuffer, send_timeout=0.3, max_rate=0)
     slow_consumer_drops_partner(server.port, lambda alice, bob: send_until_refused(bob, b"#x\n" * 1000, 1000))
 
 
-class LateReader(ChatHandler):
+class LateReader(SmallSendBuffer):
     """A handler that notes every line it parses after its session has closed (§7.4)."""
 
     #: The lines parsed too late, and every connection served; each test clears both.
