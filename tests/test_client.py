@@ -22,6 +22,7 @@ from mechat.client import ChatClient, Screen
 from mechat.server import ChatServer
 from tests.conftest import StartServer
 from tests.peers import TIMEOUT, Peer
+from tests.ports import refusing_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -283,10 +284,8 @@ def test_nick_option_end_to_end(server: ChatServer) -> None:
 
 def test_refused_connection_is_one_clear_line() -> None:
     """No server: one line on stderr, a non-zero status, no traceback."""
-    with socket.socket() as probe:  # a port that nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    result = run_chat(port, b"alice\n")
+    with refusing_port() as port:
+        result = run_chat(port, b"alice\n")
     assert result.returncode == 1
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "cannot connect" in lines[0] and "mechat serve" in lines[0]

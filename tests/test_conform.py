@@ -22,11 +22,15 @@ from mechat import conform
 from mechat.__main__ import build_parser
 from tests.buggy_servers import BUGS, running
 from tests.conftest import StartServer
+from tests.ports import refusing_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: Seconds per expected line against broken servers: they fail fast or not at all.
-SHORT_TIMEOUT = 1.0
+#: Seconds the kit waits for any one line.  A hang detector, not a clock:
+#: every server here but the silent one fails by what it says or by closing,
+#: never by silence, so no passing run waits it out, and a stall on a busy
+#: machine cannot turn the evidence into "<nothing within ... s>".
+KIT_TIMEOUT = 15.0
 
 
 def run_kit(
@@ -71,7 +75,7 @@ def test_kit_catches_planted_bug(bug: str) -> None:
     """Each planted bug fails the check for its clause, with the evidence in the line."""
     section, title, evidence = CAUGHT_BY[bug]
     with running(BUGS[bug]) as server:
-        results = list(conform.run_all(("127.0.0.1", server.port), SHORT_TIMEOUT))
+        results = list(conform.run_all(("127.0.0.1", server.port), KIT_TIMEOUT))
     failures = [result for result in results if not result.passed]
     caught = [
         result for result in failures if result.check.section == section and title in result.check.title
@@ -85,9 +89,9 @@ def test_kit_catches_planted_bug(bug: str) -> None:
 def test_other_ghost_and_pieces_checks_also_fail() -> None:
     """§8, §9.1: a ghost after a reset, and a 100 KB line in pieces, are caught too."""
     with running(BUGS["ghost waiter handed out"]) as server:
-        ghost = {r.check.title: r.passed for r in conform.run_all(("127.0.0.1", server.port), SHORT_TIMEOUT)}
+        ghost = {r.check.title: r.passed for r in conform.run_all(("127.0.0.1", server.port), KIT_TIMEOUT)}
     with running(BUGS["long line forwarded in pieces"]) as server:
-        pieces = {r.check.title: r.passed for r in conform.run_all(("127.0.0.1", server.port), SHORT_TIMEOUT)}
+        pieces = {r.check.title: r.passed for r in conform.run_all(("127.0.0.1", server.port), KIT_TIMEOUT)}
     assert ghost["a waiter that resets is never handed out"] is False
     assert ghost["a waiter that sends /quit is closed and never handed out"] is False
     assert pieces["a 100 000-octet line is refused once and never forwarded"] is False
@@ -104,17 +108,10 @@ def test_command_line_against_mechat(start_server: StartServer) -> None:
     assert all(line.startswith("PASS §") for line in lines[:-1])
 
 
-def free_port() -> int:
-    """Return a port that nothing listens on (bound and released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_refused_connection_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     """No server: one clear line on stderr, no traceback, exit status 2."""
-    port = free_port()
-    status, lines = run_kit(port, timeout=1.0)
+    with refusing_port() as port:
+        status, lines = run_kit(port, KIT_TIMEOUT)
     err = capsys.readouterr().err
     assert status == 2
     assert lines == []
@@ -123,7 +120,8 @@ def test_refused_connection_is_one_line_and_exit_2(capsys: pytest.CaptureFixture
 
 def test_server_that_vanishes_mid_run_is_a_fail_not_a_crash() -> None:
     """A connection refused inside a check is reported as that check's FAIL."""
-    result = next(conform.run_all(("127.0.0.1", free_port()), 1.0, conform.CHECKS[:1]))
+    with refusing_port() as port:
+        result = next(conform.run_all(("127.0.0.1", port), KIT_TIMEOUT, conform.CHECKS[:1]))
     assert not result.passed
     assert "Connection refused" in result.exchange.got
 
@@ -151,6 +149,7 @@ def hanging_up_port() -> Iterator[int]:
 
 def test_hanging_server_is_reported_not_waited_on(silent_port: int) -> None:
     """A server that never answers fails each check after the timeout; the kit finishes."""
+    # Short on purpose: silence is this server's only answer, so each check waits the timeout out.
     status, lines = run_kit(silent_port, timeout=0.2, checks=conform.CHECKS[:2])
     assert status == 1
     assert lines[-1] == "2 checks: 0 passed, 2 failed"
@@ -159,7 +158,7 @@ def test_hanging_server_is_reported_not_waited_on(silent_port: int) -> None:
 
 def test_server_that_closes_early_is_reported(hanging_up_port: int) -> None:
     """A server that closes at once fails each check with the close as evidence."""
-    status, lines = run_kit(hanging_up_port, timeout=1.0, checks=conform.CHECKS[:2])
+    status, lines = run_kit(hanging_up_port, KIT_TIMEOUT, conform.CHECKS[:2])
     assert status == 1
     assert all(line.startswith("FAIL") and "got <connection" in line for line in lines[:-1]), lines
 

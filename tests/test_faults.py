@@ -19,6 +19,7 @@ from typing import List
 import pytest
 
 from mechat.server import ChatServer
+from tests import leaks
 from tests.leaks import Baseline
 from tests.peers import Peer, pair
 from tests.streams import read_until
@@ -180,13 +181,18 @@ def test_reset_during_a_flood(checked_server: ChatServer, who_resets: str) -> No
     survivor.expect_closed()
 
 
-def test_leak_check_can_fail(checked_server: ChatServer) -> None:
-    """The leak check itself: a descriptor left open is reported, not waited out."""
+def test_leak_check_can_fail(checked_server: ChatServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leak check itself: one descriptor more than at the baseline is reported as a leak.
+
+    The counts are fixed by the test, not read from the process: a real stray
+    socket could be cancelled out by a descriptor of an earlier test that
+    closes meanwhile.  Everything else is the real settle().
+    """
+    at_baseline = leaks.Counts(threads=5, fds=20)
+    monkeypatch.setattr(leaks, "counts", lambda: at_baseline)
     baseline = Baseline()
-    stray = socket.socket()
-    try:
-        with pytest.raises(AssertionError, match="leaked"):
-            baseline.settle(timeout=0.05)
-    finally:
-        stray.close()
+    monkeypatch.setattr(leaks, "counts", lambda: at_baseline._replace(fds=21))  # a descriptor left open
+    with pytest.raises(AssertionError, match="leaked"):
+        baseline.settle(timeout=0.05)
+    monkeypatch.setattr(leaks, "counts", lambda: at_baseline)  # closed: the same check now passes
     baseline.settle()

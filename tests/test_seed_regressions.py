@@ -11,6 +11,7 @@ must still chat and no thread or descriptor may be left behind, which is the
 import contextlib
 import socket
 import threading
+import time
 
 from mechat import protocol
 from mechat.server import ChatServer
@@ -44,12 +45,40 @@ def test_silent_connection_does_not_block_joins(checked_server: ChatServer) -> N
     bob.expect("not blocked")
 
 
-def flood_forever(peer: Peer, megabytes: int) -> None:
-    """Send ``megabytes`` of 1 KB lines, or until the connection fails."""
-    line = b"z" * 1023 + b"\n"
-    with contextlib.suppress(OSError):
-        for _ in range(megabytes * 1024):
-            peer.send_raw(line)
+#: Seconds a flood may go on at most.  A hang detector, not a clock: the
+#: test ends its flood itself, long before, by resetting the client that
+#: reads nothing.
+FLOOD_DEADLINE = 60.0
+
+
+class Flood(threading.Thread):
+    """Send 1 KB lines from a thread: ``megabytes`` of them at most, within FLOOD_DEADLINE at most.
+
+    ``sent`` counts the lines the kernel has taken.  A send waits as long as
+    the server does not read (that is the point); only the connection
+    failing, or the deadline, ends the wait.
+    """
+
+    LINE = b"z" * 1023 + b"\n"
+
+    def __init__(self, peer: Peer, megabytes: int) -> None:
+        super().__init__(daemon=True)
+        self.peer = peer
+        self.lines = megabytes * 1024
+        self.sent = 0
+
+    def run(self) -> None:
+        """Send until every line is sent, the connection fails, or the deadline passes."""
+        deadline = time.monotonic() + FLOOD_DEADLINE
+        with contextlib.suppress(OSError):  # reset or closed: how the test ends the flood
+            for _ in range(self.lines):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                # Not the Peer's per-read 5 s: a slow machine may keep a send waiting longer.
+                self.peer.sock.settimeout(remaining)
+                self.peer.send_raw(self.LINE)
+                self.sent += 1
 
 
 def test_non_reading_client_does_not_stall_others(checked_server: ChatServer) -> None:
@@ -61,16 +90,17 @@ def test_non_reading_client_does_not_stall_others(checked_server: ChatServer) ->
     stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.send("stuck")
     alice.expect("#matched_to_stuck")
-    flood = threading.Thread(target=flood_forever, args=(alice, 30), daemon=True)
+    flood = Flood(alice, 30)
     flood.start()  # far more than the kernel buffers: alice's handler blocks writing to stuck
     carol, dave = pair(checked_server.port, "carol", "dave")
     lines = numbered("carol", 1000)
     send_all(carol, lines)
     dave.expect(*lines)
-    assert flood.is_alive()  # 30 MB cannot have gone to a client that reads nothing
+    assert flood.sent < flood.lines, "the whole flood went through: stuck never held alice back"
     stuck.reset()  # frees alice's handler; checked_server then sees everything end
     alice.expect("#user_quit")
-    flood.join(timeout=10)
+    flood.join(FLOOD_DEADLINE)
+    assert not flood.is_alive()  # the server closed alice, which ended the flood
 
 
 def test_failed_write_does_not_kill_the_server(checked_server: ChatServer) -> None:
