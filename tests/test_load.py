@@ -8,6 +8,7 @@ No test asserts anything about speed.
 """
 
 import argparse
+import itertools
 import socket
 import threading
 from typing import BinaryIO, Callable, Iterator, List
@@ -16,7 +17,10 @@ import pytest
 
 from mechat import load, protocol
 from mechat.__main__ import main
+from mechat.flood import TokenBucket
+from mechat.server import ChatHandler
 from tests.conftest import StartServer
+from tests.ports import refusing_port
 
 #: Seconds any one test run of the load tester may take.
 TIMEOUT = 20.0
@@ -53,12 +57,37 @@ def test_flood_delivers_every_line_once_in_order(start_server: StartServer) -> N
     assert not report.latencies
 
 
+class TenthLineOverTheRate(ChatHandler):
+    """mechat's handler, whose flood control (§9.5) finds each client's tenth line over the rate.
+
+    Its token bucket, of one line a second, reads a clock that moves one
+    second per line, so every line finds a token except the tenth, for which
+    the clock stands still.  Real time plays no part: which line is refused
+    does not depend on how fast the machine is.
+    """
+
+    def setup(self) -> None:
+        """Give the connection a bucket on a clock that counts lines instead of seconds."""
+        super().setup()
+        # The bucket reads the clock once when made (0), then once per line:
+        # 1, 2, ..., 9, then 9 again for the tenth line (no token), then 10, 11, ...
+        seconds = itertools.chain(range(10), itertools.count(9))
+        self.flood = TokenBucket(1, seconds.__next__)
+
+
 def test_flood_control_shows_up_as_unexpected_notices(start_server: StartServer) -> None:
-    """A server that refuses lines over the rate (§9.5) fails the run instead of passing it."""
-    server = start_server(max_rate=5)
-    report = load.run("127.0.0.1", server.port, options("flood", pairs=1, messages=50, timeout=1))
+    """A server that refuses lines over the rate (§9.5) fails the run instead of passing it.
+
+    One line of each client is refused (its data line 8: the nickname was its
+    first line), neither the last nor /quit, so the run ends on its own rather
+    than at the timeout, with the notices and the gaps counted.
+    """
+    server = start_server(TenthLineOverTheRate)
+    report = load.run("127.0.0.1", server.port, options("flood", pairs=1, messages=50))
+    assert report.error == "", load.describe(report)  # finished, not timed out
     assert not report.ok
-    assert report.verdict.unexpected > 0
+    assert report.verdict.unexpected == 2  # one #rate_limited to each client
+    assert report.verdict.lost == 2  # the refused line never reaches the partner
     assert any("#rate_limited" in sample for sample in report.verdict.samples)
 
 
@@ -83,10 +112,8 @@ def test_command_line_refuses_a_line_over_the_limit(capsys: pytest.CaptureFixtur
 
 def test_nothing_listening_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
     """No server on the port: exit 2 and one line on stderr, not a report of zeros."""
-    with socket.socket() as probe:  # a port that nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    assert main(["load", "--port", str(port)]) == 2
+    with refusing_port() as port:
+        assert main(["load", "--port", str(port)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
