@@ -8,11 +8,12 @@ come back to it.
 
 Handlers finish on their own threads a moment after the last byte, so
 :meth:`Baseline.settle` does not read the counts at once, nor poll them
-against a clock: it joins every thread that was born since the baseline.
-A handler closes its socket before its thread ends, so once the joins
-return, the counts are final, and a wrong count is a leak, never a thread
-that was still on its way out.  The deadline only stops a test from hanging
-on a thread that never ends; no correct run comes near it.
+against a clock: while the counts are above the baseline, it joins the
+threads born since the baseline, one after another.  A handler closes its
+socket before its thread ends, so once those joins return, the counts are
+final, and a wrong count is a leak, never a thread that was still on its
+way out.  The deadline only stops a test from hanging on a thread that
+never ends; no correct run comes near it.
 """
 
 import os
@@ -25,9 +26,22 @@ from typing import NamedTuple
 #: is pinned by its own test (test_hardening.py), not by this number.
 SETTLE_TIMEOUT = 60.0
 
-#: Seconds between two looks while no new thread is left to join: a thread
+#: Seconds between two looks while no new thread can be joined yet: one
 #: the server is still starting for a connection the test already closed.
 POLL_INTERVAL = 0.002
+
+
+def join_once_started(thread: threading.Thread, timeout: float) -> None:
+    """Join ``thread``, or give it a moment if it is still starting.
+
+    threading.enumerate() lists a thread from the moment another thread
+    calls its start(), but join() refuses it until it runs: here, the
+    handler of a connection that the server has only just accepted.
+    """
+    try:
+        thread.join(timeout)
+    except RuntimeError:  # "cannot join thread before it is started"
+        time.sleep(POLL_INTERVAL)
 
 
 class Counts(NamedTuple):
@@ -50,18 +64,23 @@ class Baseline:
         self.before = counts()
 
     def settle(self, timeout: float = SETTLE_TIMEOUT) -> Counts:
-        """Wait until every thread born since the baseline has ended; fail unless the counts are back."""
+        """Join the threads born since the baseline until the counts are back; fail if they never are."""
         deadline = time.monotonic() + timeout
         now = counts()
         while not self.holds(now) and time.monotonic() < deadline:
             newcomers = [thread for thread in threading.enumerate() if thread not in self.threads]
             if newcomers:
-                newcomers[0].join(max(0.0, deadline - time.monotonic()))
+                join_once_started(newcomers[0], max(0.0, deadline - time.monotonic()))
             else:
                 time.sleep(POLL_INTERVAL)
             now = counts()
-        assert self.holds(now), "leaked: before %s, after %s" % (self.before, now)
+        assert self.holds(now), self.leak_report(now)
         return now
+
+    def leak_report(self, now: Counts) -> str:
+        """Say what the counts were and are, and which threads born since are still alive."""
+        alive = [thread.name for thread in threading.enumerate() if thread not in self.threads]
+        return "leaked: before %s, after %s; still alive: %s" % (self.before, now, alive)
 
     def holds(self, now: Counts) -> bool:
         """Tell whether ``now`` is back at the baseline.
