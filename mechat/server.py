@@ -221,7 +221,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.conn = Connection(self.request, "%s:%s" % self.client_address[:2], self.limits.send_timeout)
         self.owed: Set[Chatter] = set()  # whose outbox to write at the next flush point
         self.batch: List[bytes] = []  # messages read but not yet given to the Matchmaker
-        self.over = False  # the Matchmaker refused a batch: the session has ended
+        self.over = False  # the session has ended: read no more (§7.4)
         self.flood = TokenBucket(self.limits.max_rate)
         #: Seconds read_lines() waits for input before it yields None; None
         #: waits for ever.  The socket itself blocks, with no Python timeout,

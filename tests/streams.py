@@ -6,6 +6,7 @@ lost, doubled, reordered, cut or altered on the way (spec §4, §8).
 """
 
 import contextlib
+import time
 from typing import List
 
 from tests.peers import Peer
@@ -38,6 +39,17 @@ def read_until(peer: Peer, last: bytes) -> List[bytes]:
     while line != last:
         received.append(line)
         line = peer.read_line()
+    return received
+
+
+def read_to_close(peer: Peer, seconds: float) -> List[bytes]:
+    """Return every line the peer receives until the server closes it, all within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    received = []
+    line = peer.next_line(deadline - time.monotonic())
+    while line is not None:
+        received.append(line)
+        line = peer.next_line(deadline - time.monotonic())
     return received
 
 

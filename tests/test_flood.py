@@ -15,7 +15,7 @@ from typing import List
 
 from mechat.server import ChatServer
 from tests.peers import Peer, pair
-from tests.streams import assert_prefix, numbered, read_until, send_all, send_until_closed
+from tests.streams import assert_prefix, numbered, read_to_close, read_until, send_all, send_until_closed
 
 #: Pairs flooding at once, and lines each client sends.
 PAIRS = 20
@@ -55,17 +55,6 @@ def test_every_line_arrives_once_in_order_unmodified(checked_server: ChatServer)
         first.expect_closed()
 
 
-def read_to_close(peer: Peer) -> List[bytes]:
-    """Return every line the peer receives until the server closes it, all within FLOOD_DEADLINE."""
-    deadline = time.monotonic() + FLOOD_DEADLINE
-    received = []
-    line = peer.next_line(deadline - time.monotonic())
-    while line is not None:
-        received.append(line)
-        line = peer.next_line(deadline - time.monotonic())
-    return received
-
-
 def test_partner_quitting_mid_flood_is_told(checked_server: ChatServer) -> None:
     """§8: bob quits while alice floods; alice gets bob's lines intact, then #user_quit, then close."""
     alice, bob = pair(checked_server.port)
@@ -75,7 +64,7 @@ def test_partner_quitting_mid_flood_is_told(checked_server: ChatServer) -> None:
         # Bob reads all along, as a client does: however small his buffers,
         # alice's handler never waits on him, so no step here races the
         # server's send timeout.
-        bob_reader = pool.submit(read_to_close, bob)
+        bob_reader = pool.submit(read_to_close, bob, FLOOD_DEADLINE)
         send_all(bob, [*bob_lines, b"/quit"])
         assert read_until(alice, b"#user_quit") == bob_lines
         alice.expect_closed()

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, ClassVar, Iterator, List, Optional
 
 import pytest
@@ -23,6 +24,7 @@ from mechat.server import ChatHandler, Connection
 from tests.conftest import StartServer
 from tests.leaks import Baseline
 from tests.peers import NICKNAME_ROOM, TIMEOUT, Peer, pair
+from tests.streams import read_to_close
 
 #: A flood chunk, made once so that the test's own allocations stay out of the trace.
 CHUNK = b"x" * 65536
@@ -292,6 +294,48 @@ def test_dropped_client_is_read_no_further(start_server: StartServer) -> None:
         bob.close()
     assert refused == [True], "bob sent all 30 MB: the server was still reading him"
     assert LateReader.late == [], "parsed %d lines after bob was dropped" % len(LateReader.late)
+
+
+#: A line refused in every phase: NUL is in neither a nickname nor a message (§3, §4).
+REFUSED = b"\x00\n"
+
+
+@pytest.mark.parametrize(
+    "phase, ending, last_notice",
+    [
+        ("chatting", "partner quits", "#user_quit"),
+        ("chatting", "server stops", "#server_shutdown"),
+        ("nickname", "server stops", "#server_shutdown"),
+    ],
+)
+def test_session_closed_by_another_thread_is_read_no_further(
+    start_server: StartServer, phase: str, ending: str, last_notice: str
+) -> None:
+    """§7.4, §8, §10: when another thread ends a session, its handler stops at the next line.
+
+    bob floods lines that are refused, and reads his refusals all along, so
+    he is never a slow consumer.  Then his partner quits, or the server
+    stops.  His handler may parse the one line that finds the session over,
+    not one more, though bob is still sending.
+    """
+    LateReader.late.clear()
+    server = start_server(LateReader, max_rate=0)
+    alice, bob = pair(server.port) if phase == "chatting" else (None, Peer(server.port))
+    refusal = "#invalid_message" if phase == "chatting" else "#invalid_nickname"
+    bob.sock.settimeout(DROP_DEADLINE)  # his sends may wait on a busy server
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        flood = pool.submit(send_until_refused, bob.sock, REFUSED * 1000, 10_000)
+        bob.expect(refusal)  # the flood is being read
+        received = pool.submit(read_to_close, bob, DROP_DEADLINE)
+        if alice is not None and ending == "partner quits":
+            alice.send("/quit")
+        else:
+            server.shutdown()
+            server.server_close()
+        lines = received.result(DROP_DEADLINE)
+        assert flood.result(DROP_DEADLINE), "bob sent all 20 MB: the server was still reading him"
+    assert lines[-1] == last_notice.encode() and set(lines[:-1]) <= {refusal.encode()}
+    assert len(LateReader.late) <= 1, "parsed %d lines after the session closed" % len(LateReader.late)
 
 
 # -- §9.5 flood control ------------------------------------------------------

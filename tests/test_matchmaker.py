@@ -131,6 +131,21 @@ def test_full_matchmaker_refuses_newcomers() -> None:
     assert mm.arrive(Chatter())
 
 
+def test_reply_after_the_session_closed_is_refused_and_says_so() -> None:
+    """§7.4: once a session is closed, a reply is not owed, and the caller learns to stop reading."""
+    mm = Matchmaker()
+    alice, bob = paired(mm)
+    naming = arrived(mm)
+    assert mm.owe_reply(alice, b"#invalid_message\n")
+    assert owed_lines(mm, alice) == [b"#invalid_message"]
+    mm.leave(bob)  # alice's partner left: her session is over too
+    assert not mm.owe_reply(alice, b"#invalid_message\n")
+    assert owed_lines(mm, alice) == [b"#user_quit"]
+    mm.close()  # shutdown ends a session still choosing its nickname
+    assert not mm.owe_reply(naming, b"#invalid_nickname\n")
+    assert owed_lines(mm, naming) == [b"#server_shutdown"]
+
+
 def test_close_owes_everyone_shutdown_and_refuses_newcomers() -> None:
     """§10: closing owes every connection #server_shutdown and admits no one."""
     mm = Matchmaker()
