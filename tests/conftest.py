@@ -1,7 +1,7 @@
 """Fixtures: a real ChatServer on 127.0.0.1 port 0, run in a thread, and the wire check."""
 
 import threading
-from typing import Any, Callable, Iterator, List, Tuple
+from typing import Any, Callable, Iterator, List, Tuple, Type
 
 import pytest
 
@@ -26,7 +26,7 @@ def start_server() -> Iterator[StartServer]:
     """Start servers with the given limits (and handler class); stop them all after the test."""
     running: List[Tuple[ChatServer, threading.Thread]] = []
 
-    def start(handler: type = ChatHandler, **limits: Any) -> ChatServer:
+    def start(handler: Type[ChatHandler] = ChatHandler, **limits: Any) -> ChatServer:
         server = ChatServer(("127.0.0.1", 0), Limits(**limits), handler)
         server.shutdown_grace = server.shutdown_cutoff = SHUTDOWN_WAIT
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -8,8 +8,8 @@
 # CI machines are slow and shared.  This is how the suite is checked for
 # that.  Each run is the tox environment's own command (the suite under
 # coverage, as CI runs it).  The clone is of the commit checked out here, so
-# uncommitted changes are not tested; the tox environment is built once, then
-# reused.  One busy loop per core but one keeps the rest of the machine
+# uncommitted changes are not tested; tox is installed with pip if missing,
+# and the tox environment is built once, then reused.  One busy loop per core but one keeps the rest of the machine
 # loaded; each is stopped, by its PID, when the script ends, and none outlives
 # MAX_BURN seconds.  Logs stay in the work folder, whose name is printed.
 #
@@ -41,8 +41,10 @@ trap stop_burners EXIT
 git clone --quiet "$REPO" "$WORK/clone"
 cd "$WORK/clone"
 echo "stress: $RUNS runs of tox -e $TOX_ENV on $(git rev-parse --short HEAD), logs in $WORK"
-python3 -m pip install --quiet --disable-pip-version-check tox
-python3 -m tox -e "$TOX_ENV" --notest >"$WORK/setup.log" 2>&1 || {
+{
+    python3 -m pip install --quiet --disable-pip-version-check tox &&
+        python3 -m tox -e "$TOX_ENV" --notest
+} >"$WORK/setup.log" 2>&1 || {
     echo "stress: could not build the tox environment; see $WORK/setup.log" >&2
     exit 1
 }
@@ -52,6 +54,12 @@ for _ in $(seq 2 "$(nproc)"); do
     BURNERS+=("$!")
 done
 echo "stress: $((${#BURNERS[@]})) busy loop(s) on the other core(s)"
+
+# Print the id of each test that pytest's summary in log file $1 names as
+# failed; an id may hold spaces (a parameter), so cut at " - ", not at a space.
+failed_tests() {
+    sed -nE 's/^(FAILED|ERROR) (.*)$/\2/p' "$1" | sed 's/ - .*$//'
+}
 
 failed_runs=0
 for run in $(seq 1 "$RUNS"); do
@@ -64,14 +72,14 @@ for run in $(seq 1 "$RUNS"); do
         echo "run $run: FAILED in $((SECONDS - start)) s ($log)"
         # pytest's summary names each failed test; a crash or a coverage
         # shortfall leaves no such line, so say where to look instead.
-        grep -E '^(FAILED|ERROR) ' "$log" | sed 's/^/    /' ||
-            echo "    no failed test named: see the log's end"
+        failed_tests "$log" | sed 's/^/    /'
+        grep -qE '^(FAILED|ERROR) ' "$log" || echo "    no failed test named: see the log's end"
     fi
 done
 
 echo "stress: $((RUNS - failed_runs)) of $RUNS runs passed"
 if ((failed_runs > 0)); then
     echo "stress: tests that failed, with the number of runs each failed in:"
-    cat "$WORK"/run-*.log | grep -E '^(FAILED|ERROR) ' | cut -d' ' -f2 | sort | uniq -c | sort -rn
+    for log in "$WORK"/run-*.log; do failed_tests "$log"; done | sort | uniq -c | sort -rn
     exit 1
 fi

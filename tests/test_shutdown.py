@@ -146,7 +146,9 @@ def test_server_close_cuts_off_a_client_that_does_not_read(start_server: StartSe
     server must cut off only the non-reader first.
     """
     baseline = Baseline()
-    server = start_server(max_rate=0)  # the default send timeout, far longer than the shutdown grace
+    # A send timeout longer than the whole shutdown: only the cut-off of the
+    # non-reader can free the handler stuck writing to it in time.
+    server = start_server(max_rate=0, send_timeout=2 * SHUTDOWN_WAIT)
     server.shutdown_grace = SHUTDOWN_GRACE  # the real grace: what runs out here is what is tested
     alice = Peer(server.port)
     alice.send("alice")

@@ -19,7 +19,7 @@ from mechat.server import ChatServer
 from tests import examples, grammar
 from tests.conftest import StartServer
 from tests.grammar import CORE_RULES, START_RULES, matches, valid
-from tests.peers import Peer
+from tests.peers import TIMEOUT, Peer
 from tests.wire import phase_rule
 
 PROTOCOL_SOURCE = Path(protocol.__file__).read_text(encoding="utf-8")
@@ -224,8 +224,9 @@ def test_every_example_line_parses_under_its_rule(session: examples.Session) -> 
 class Replay:
     """Play one example against a live server: one Peer per client, connected at its first row."""
 
-    def __init__(self, server: ChatServer) -> None:
+    def __init__(self, server: ChatServer, timeout: float = TIMEOUT) -> None:
         self.server = server
+        self.timeout = timeout  # for each server row: a timer of the example's may come first
         self.peers: Dict[int, Peer] = {}
         self.stopped = False
 
@@ -254,10 +255,10 @@ class Replay:
             self.server.shutdown()
             self.server.server_close()  # §10: what Ctrl-C does
         if row.event == "<close>":
-            peer.expect_closed()
+            peer.expect_closed(self.timeout)
         else:
             assert row.line is not None
-            peer.expect(row.line)
+            peer.expect(row.line, timeout=self.timeout)
 
     def close(self) -> None:
         """Close every Peer that is still open."""
@@ -269,7 +270,8 @@ class Replay:
 def test_every_example_is_a_true_transcript(session: examples.Session, start_server: StartServer) -> None:
     """Replayed against a live server, each example gets exactly the server lines it shows (§11)."""
     limits = {key: int(value) if value.is_integer() else value for key, value in session.limits.items()}
-    replay = Replay(start_server(**limits))
+    # A row may wait for the nickname timer itself, so it gets that much more.
+    replay = Replay(start_server(**limits), TIMEOUT + limits.get("nickname_timeout", 0))
     try:
         for row in session.rows:
             (replay.client_row if row.side == "C" else replay.server_row)(row)
