@@ -474,8 +474,8 @@ class ChatServer(socketserver.ThreadingTCPServer):
     request_queue_size = 4096
     #: Seconds server_close() gives clients to take #server_shutdown, then
     #: each round of cutting off (§10).  Class attributes, as socketserver's
-    #: own settings are, so that a test on a busy machine can wait longer
-    #: for a client that is slow to read without stopping the server later.
+    #: own settings are: a test on a busy machine gives its server longer,
+    #: since a client there may be slow to read for no fault of the server's.
     shutdown_grace = SHUTDOWN_GRACE
     shutdown_cutoff = SHUTDOWN_CUTOFF
 
