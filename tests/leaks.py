@@ -19,7 +19,7 @@ never ends; no correct run comes near it.
 import os
 import threading
 import time
-from typing import NamedTuple
+from typing import List, NamedTuple
 
 #: Seconds the server's threads may take to end before the test fails.  A
 #: hang detector, not a clock: how promptly a dropped client's thread ends
@@ -68,7 +68,7 @@ class Baseline:
         deadline = time.monotonic() + timeout
         now = counts()
         while not self.holds(now) and time.monotonic() < deadline:
-            newcomers = [thread for thread in threading.enumerate() if thread not in self.threads]
+            newcomers = self.newcomers()
             if newcomers:
                 join_once_started(newcomers[0], max(0.0, deadline - time.monotonic()))
             else:
@@ -77,9 +77,13 @@ class Baseline:
         assert self.holds(now), self.leak_report(now)
         return now
 
+    def newcomers(self) -> List[threading.Thread]:
+        """Return the threads alive now that were not at the baseline."""
+        return [thread for thread in threading.enumerate() if thread not in self.threads]
+
     def leak_report(self, now: Counts) -> str:
         """Say what the counts were and are, and which threads born since are still alive."""
-        alive = [thread.name for thread in threading.enumerate() if thread not in self.threads]
+        alive = [thread.name for thread in self.newcomers()]
         return "leaked: before %s, after %s; still alive: %s" % (self.before, now, alive)
 
     def holds(self, now: Counts) -> bool:

@@ -9,9 +9,10 @@
 # that.  Each run is the tox environment's own command (the suite under
 # coverage, as CI runs it).  The clone is of the commit checked out here, so
 # uncommitted changes are not tested; tox is installed with pip if missing,
-# and the tox environment is built once, then reused.  One busy loop per core but one keeps the rest of the machine
-# loaded; each is stopped, by its PID, when the script ends, and none outlives
-# MAX_BURN seconds.  Logs stay in the work folder, whose name is printed.
+# and the tox environment is built once, then reused.  One busy loop per core
+# but one keeps the rest of the machine loaded; each is stopped, by its PID,
+# when the script ends, and none outlives MAX_BURN seconds.  Logs stay in the
+# work folder, whose name is printed.
 #
 # Exit status: 0 if every run passed, 1 if any failed, 2 on a usage error.
 set -euo pipefail
