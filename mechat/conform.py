@@ -6,8 +6,9 @@ one check per clause.  Each check prints one line: PASS or FAIL, the spec
 section, and the exchange that decided it (what was sent, what the spec
 says must come back, what did).  The kit is a black box on purpose: the
 server may be mechat, a student's Python, or a C program, so the kit knows
-nothing but the wire.  It borrows the notice names and limits from
-:mod:`mechat.protocol` and nothing else.
+nothing but the wire.  It borrows the notice names, the limits and the
+line cutter from :mod:`mechat.protocol`, and the format of the lines it
+counts from :mod:`mechat.numbered`, and nothing else.
 
 Three habits keep the verdicts honest:
 
@@ -28,16 +29,18 @@ Not checked, because they need control of the server rather than a client:
 the configurable limits of §9.2-§9.5 and shutdown (§10).
 """
 
+import collections
 import contextlib
 import functools
 import socket
-import struct
 import sys
 import threading
 import time
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, TextIO, Tuple, Union
+from typing import Callable, Deque, Dict, Iterator, List, NamedTuple, Optional, TextIO, Tuple, Union
 
-from mechat.protocol import MAX_LINE_OCTETS, MAX_NICKNAME_CHARS, Notice
+from mechat.connection import abort
+from mechat.numbered import make_line
+from mechat.protocol import LF, MAX_LINE_OCTETS, MAX_NICKNAME_CHARS, LineCutter, Notice
 
 #: Seconds any one expected line may take to arrive (``--timeout``).
 DEFAULT_TIMEOUT = 5.0
@@ -60,7 +63,6 @@ SEGMENT_GAP = 0.05
 #: Leftover waiters the kit pairs off before one check, at most.
 MAX_LEFTOVERS = 5
 
-LF = b"\n"
 RECV_SIZE = 65536
 Address = Tuple[str, int]
 
@@ -140,7 +142,8 @@ class Client:
         self.name = name
         self.sock = socket.create_connection(session.address, timeout=session.timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buffer = b""
+        self.incoming = LineCutter()  # what the server sent, cut exactly as sent
+        self.unread: Deque[bytes] = collections.deque()  # whole lines received, not yet read
         self.ended: Optional[Outcome] = None  # how the connection ended, once it has
 
     # -- Sending -----------------------------------------------------------
@@ -166,17 +169,16 @@ class Client:
     def read_line(self) -> Reply:
         """Return the next line without its LF, or how the connection ended."""
         deadline = time.monotonic() + self.session.timeout
-        while LF not in self.buffer:
+        while not self.unread:
             if self.ended is not None:
-                if self.buffer:
-                    return Outcome(f"<closed after the unterminated {show(self.buffer)}>")
+                if self.incoming.unterminated:
+                    return Outcome(f"<closed after the unterminated {show(self.incoming.unterminated)}>")
                 return self.ended
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return Outcome(f"<nothing within {self.session.timeout:g} s>")
             self.receive(remaining)
-        line, _, self.buffer = self.buffer.partition(LF)
-        return line
+        return self.unread.popleft()
 
     def receive(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for bytes, and note a close or a reset."""
@@ -193,7 +195,7 @@ class Client:
             return
         if not data:
             self.ended = CLOSED
-        self.buffer += data
+        self.unread.extend(self.incoming.cut(data))
 
     def expect(self, expected: Reply) -> Exchange:
         """Read one line; raise Failure unless it is ``expected``."""
@@ -221,9 +223,8 @@ class Client:
     def reset(self) -> None:
         """Abort the connection with a TCP reset (SO_LINGER 0), not a FIN (§8)."""
         self.note("<resets the connection>")
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.ended = RESET
-        self.sock.close()
+        abort(self.sock)
 
     def hang_up(self) -> None:
         """Send end of file but keep reading, so we can see the server close."""
@@ -233,7 +234,8 @@ class Client:
     def wait_closed(self, deadline: float) -> None:
         """Discard what arrives until the server closes or ``deadline`` passes, then close."""
         while self.ended is None and time.monotonic() < deadline:
-            self.buffer = b""
+            self.unread.clear()
+            self.incoming.unterminated = b""
             self.receive(deadline - time.monotonic())
         self.sock.close()
 
@@ -662,9 +664,17 @@ def ghost_waiter(leave: Callable[[Client], None], session: Session) -> Exchange:
     return session.connect("next").ask(b"next", WAIT)
 
 
-for _leave, _how in ((Client.close, "closes"), (Client.reset, "resets")):
-    _title = f"a waiter that {_how} is never handed out"
-    CHECKS.append(Check("§8", _title, functools.partial(ghost_waiter, _leave)))
+#: The two ways to leave without /quit (§8): how, and the word for it in a title.
+LEAVINGS = ((Client.close, "closes"), (Client.reset, "resets"))
+
+
+def check_each_leaving(title: str, function: Callable[[Callable[[Client], None], Session], Exchange]) -> None:
+    """Register a §8 check of ``function`` for each way to leave; ``{how}`` in ``title`` names it."""
+    for leave, how in LEAVINGS:
+        CHECKS.append(Check("§8", title.format(how=how), functools.partial(function, leave)))
+
+
+check_each_leaving("a waiter that {how} is never handed out", ghost_waiter)
 
 
 # -- §7.3 Chatting and §8 ending a session -----------------------------------------
@@ -688,7 +698,8 @@ def full_duplex(session: Session) -> Exchange:
 
 def duplex_lines(name: str) -> List[bytes]:
     """Number each line, so that a lost or reordered line shows."""
-    return [f"{name} {number:04d} ".encode().ljust(DUPLEX_OCTETS, b"=") for number in range(DUPLEX_LINES)]
+    sender = name.encode("ascii")
+    return [make_line(sender, number, size=DUPLEX_OCTETS) for number in range(DUPLEX_LINES)]
 
 
 def send_quietly(client: Client, lines: List[bytes]) -> None:
@@ -706,20 +717,7 @@ def partner_leaves(leave: Callable[[Client], None], session: Session) -> Exchang
     return exchange
 
 
-CHECKS.append(
-    Check(
-        "§8",
-        "a partner that closes mid-chat: #user_quit, then close",
-        functools.partial(partner_leaves, Client.close),
-    )
-)
-CHECKS.append(
-    Check(
-        "§8",
-        "a partner that resets mid-chat: #user_quit, then close",
-        functools.partial(partner_leaves, Client.reset),
-    )
-)
+check_each_leaving("a partner that {how} mid-chat: #user_quit, then close", partner_leaves)
 
 
 @check("§8", "a line sent as the partner quits is answered with #user_quit, never lost in silence")

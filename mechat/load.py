@@ -11,8 +11,8 @@ server has paired every one of them, and then makes them talk:
   server takes them, each keeping at most ``--window`` lines unread by its
   partner.
 
-Every line it sends carries its own proof of delivery (spec §4: a message
-line is any printable text)::
+Every line it sends carries its own proof of delivery: it is a numbered
+line (:mod:`mechat.numbered`) padded to ``--size`` octets::
 
     CCCCCCCC:SSSSSSSS:QQQQQQQQ:xxxxxxxx...
 
@@ -34,11 +34,10 @@ import errno
 import selectors
 import socket
 import time
-import zlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set
 
-from mechat import protocol, tuning
+from mechat import numbered, protocol, tuning
 
 #: Bytes asked of each recv(); a flood brings many lines per call.
 RECV_SIZE = 65536
@@ -50,10 +49,6 @@ MAX_CONNECTING = 1000
 #: Share of one CPU above which the tester, not the server, sets the pace.
 SATURATED_CPU = 0.9
 
-#: The fixed part of a line: "CCCCCCCC:SSSSSSSS:QQQQQQQQ:".
-HEADER_OCTETS = 27
-MIN_SIZE = HEADER_OCTETS + 1
-
 #: Samples of what went wrong kept for the report.
 MAX_SAMPLES = 5
 
@@ -61,24 +56,14 @@ MAX_SAMPLES = 5
 # -- Lines that prove their own delivery ------------------------------------
 
 
-def make_line(sender: int, seq: int, size: int) -> bytes:
-    """Return a line of ``size`` octets (LF not counted) carrying sender, seq and checksum."""
-    body = b"%08d:%08d:" % (sender, seq)
-    body += b"x" * (size - HEADER_OCTETS)
-    return b"%08x:" % zlib.crc32(body) + body
+def sender_name(number: int) -> bytes:
+    """Return how client ``number`` names itself on its lines: its number in eight digits."""
+    return b"%08d" % number
 
 
-def read_line(line: bytes) -> Optional[Tuple[int, int]]:
-    """Return (sender, seq) of an intact line, or None if it is damaged."""
-    if len(line) < MIN_SIZE or line[8:9] != b":":
-        return None
-    body = line[9:]
-    try:
-        if int(line[:8], 16) != zlib.crc32(body):
-            return None
-        return int(body[:8]), int(body[9:17])
-    except ValueError:
-        return None
+#: The fixed part of a line: "CCCCCCCC:SSSSSSSS:QQQQQQQQ:".
+HEADER_OCTETS = len(numbered.make_line(sender_name(0), 0))
+MIN_SIZE = HEADER_OCTETS + 1
 
 
 # -- What the tester counts --------------------------------------------------
@@ -160,24 +145,19 @@ class Client:
         self.number = number
         self.nickname = "u%d" % number
         self.sock = sock
-        self.pending = b""  # bytes of an unfinished line
+        self.incoming = protocol.LineCutter()  # lines exactly as the server sent them
         self.unsent = bytearray()  # bytes the socket has not taken yet
         self.partner: Optional[Client] = None
         self.leads = False  # the lower number of a pair: pings, and quits
         self.sent = 0  # data lines queued to send
-        self.expect_from = -1  # whose numbered lines arrive here
+        self.sender = sender_name(number)  # on the lines it sends
+        self.expect_from = b""  # the sender of the lines that arrive here
         self.next_seq = 0
         self.sent_at = 0.0  # pingpong: when the line in flight was sent
         self.answered = False  # the server has replied to the nickname
         self.counted = False  # its lines decide when the run is over
         self.closed = False
         self.quit_notice = False
-
-    def lines(self, data: bytes) -> List[bytes]:
-        """Add received bytes; return the complete lines, without LF."""
-        pieces = (self.pending + data).split(protocol.LF)
-        self.pending = pieces.pop()
-        return pieces
 
     def queue(self, data: bytes) -> None:
         """Append bytes to send; the loop writes them when the socket takes them."""
@@ -294,7 +274,7 @@ class LoadRun:
         for client in self.clients:
             assert client.partner is not None
             lead = client if client.leads else client.partner
-            client.expect_from = lead.number if pingpong else client.partner.number
+            client.expect_from = lead.sender if pingpong else client.partner.sender
             client.counted = client.leads or not pingpong
             self.busy += client.counted
         wall, cpu = time.monotonic(), time.process_time()
@@ -321,7 +301,7 @@ class LoadRun:
 
     def send_line(self, client: Client) -> None:
         """Queue the client's next numbered line."""
-        client.queue(make_line(client.number, client.sent, self.options.size) + protocol.LF)
+        client.queue(numbered.make_line(client.sender, client.sent, size=self.options.size) + protocol.LF)
         client.sent += 1
         self.writers.add(client)
 
@@ -346,7 +326,7 @@ class LoadRun:
 
     def check(self, client: Client, line: bytes) -> bool:
         """Count a data line as delivered, lost, duplicated or corrupt; True if in order."""
-        header = read_line(line)
+        header = numbered.read_line(line)
         if header is None or len(line) != self.options.size:
             # A damaged line takes the place of the one expected, so that
             # it is counted once and the run goes on.
@@ -358,7 +338,7 @@ class LoadRun:
         sender, seq = header
         if sender != client.expect_from:
             self.verdict.wrong_sender += 1
-            self.verdict.note("%s got a line from u%d" % (client.nickname, sender))
+            self.verdict.note("%s got a line from sender %r" % (client.nickname, sender))
             return False
         if seq < client.next_seq:
             self.verdict.duplicated += 1
@@ -415,7 +395,7 @@ class LoadRun:
         if not data:
             self.on_close(client)
             return
-        for line in client.lines(data):
+        for line in client.incoming.cut(data):
             if line.startswith(protocol.NOTICE_PREFIX):
                 self.on_notice(client, line)
             else:
@@ -463,18 +443,6 @@ class LoadRun:
 
 
 # -- Setting up, and saying what happened -------------------------------------------
-
-
-def raise_file_limit(needed: int) -> str:
-    """Raise RLIMIT_NOFILE towards ``needed``; return a warning if it stays too low."""
-    allowed = tuning.raise_file_limit_to(needed)
-    if not allowed:
-        return ""
-    return "only %d file descriptors allowed (hard limit); %d needed: try 'ulimit -n %d'" % (
-        allowed,
-        needed,
-        needed,
-    )
 
 
 def describe(report: Report) -> List[str]:
@@ -526,7 +494,7 @@ def run(host: str, port: int, options: argparse.Namespace) -> Report:
     """Run one load test against ``host:port`` and return its report."""
     if options.size < MIN_SIZE or options.size > protocol.MAX_LINE_OCTETS:
         raise ValueError("--size must be %d to %d octets" % (MIN_SIZE, protocol.MAX_LINE_OCTETS))
-    warning = raise_file_limit(2 * options.pairs + 16)
+    warning = tuning.raise_file_limit(2 * options.pairs)
     report = LoadRun(host, port, options).run()
     if warning and report.error:
         report.error += " (" + warning + ")"

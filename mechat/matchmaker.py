@@ -3,7 +3,17 @@
 This is the only state that handler threads share, and all of it sits behind
 one lock, the Condition ``self._changed``.  It is shaped like CPython's
 ``queue.Queue``: small methods, each of which takes the lock, changes a few
-fields and lets go.  No socket is ever touched here.
+fields and lets go.  No socket is touched here, and nothing that can block
+runs while the lock is held (see "Locks" below).
+
+Every event of §7.5 that involves more than one connection's own thread
+comes here, and each one moves a phase by the state table alone:
+``Matchmaker._move`` looks the event up with
+:func:`mechat.protocol.transition`, which raises for an event the table has
+no cell for.  A closed session takes no more events (§7.4): ``_move``
+refuses them, and the method that was asked reports the session over.
+Each public method returns a :class:`Step`, the one shape in which the
+handler hears what its event did.
 
 Handlers never write to each other's sockets without asking the Matchmaker
 first.  Every line that some connection is owed, whether a notice or a
@@ -22,6 +32,16 @@ while its phase is WAITING, and it is removed in the same step that changes
 its phase, so a client that has left is never handed out as a partner (the
 "ghost waiter"), and a waiting client is never matched with itself.
 
+Locks.  The Matchmaker's lock is one of three kinds in the server; the
+other two belong to each connection (:mod:`mechat.connection` says why).
+The order is fixed: a connection's send lock may be held while this lock is
+taken (to empty its outbox), never the other way round, and this lock is
+never held with a connection's life lock.  So while the lock is held no
+thread waits for anything but the lock itself, and no thread calls the
+operating system about a socket: :meth:`Matchmaker.join` asks whether the
+longest waiter has hung up *before* it takes the lock.
+tests/test_locks.py checks that no socket call runs under it.
+
 The Condition has one waiter: the server thread during shutdown, in
 :meth:`Matchmaker.wait_until_empty`.  :meth:`~Matchmaker.leave` notifies it each time a
 connection goes.  Pairing needs no waiting at all: the second client's
@@ -30,9 +50,9 @@ thread does the whole match, so neither handler ever blocks here.
 
 import threading
 from collections import deque
-from typing import Deque, List, Optional, Set
+from typing import Deque, List, NamedTuple, Optional, Set, Tuple
 
-from mechat.protocol import DEFAULT_MAX_CLIENTS, Notice, Phase, notice
+from mechat.protocol import DEFAULT_MAX_CLIENTS, REFUSALS, Event, Notice, Phase, notice, transition
 
 
 class Chatter:
@@ -58,6 +78,24 @@ class Chatter:
         return "<%s %s %r %s>" % (type(self).__name__, self.address, self.nickname, self.phase.name)
 
 
+class Step(NamedTuple):
+    """What one event did, as the Matchmaker tells the thread that brought it.
+
+    ``phase`` is the phase of the chatter the event happened to, afterwards.
+    ``filled`` are the chatters whose outboxes it added to: the caller writes
+    them out at its next flush point.  ``ended`` are the other sessions it
+    closed: the caller wakes their handlers, which may be idle in recv() (§8).
+    """
+
+    phase: Phase
+    filled: Tuple[Chatter, ...] = ()
+    ended: Tuple[Chatter, ...] = ()
+
+
+#: The Step of an event that came after its session was closed (§7.4).
+SESSION_OVER = Step(Phase.CLOSED)
+
+
 class Matchmaker:
     """Pairs chatters first come, first served, and keeps what each is owed."""
 
@@ -72,46 +110,55 @@ class Matchmaker:
 
     # -- Arriving and leaving ---------------------------------------------
 
-    def arrive(self, chatter: Chatter) -> bool:
-        """Admit a new connection; return False if the server is full or closed (§9.3)."""
+    def arrive(self, chatter: Chatter) -> Step:
+        """Admit a new connection, or owe it #server_full if the server is full or closed (§9.3)."""
         with self._changed:
             if self._closed or len(self._connected) >= self.max_clients:
-                chatter.phase = Phase.CLOSED
-                return False
+                self._move(chatter, Event.SERVER_FULL)
+                self._post(chatter, notice(Notice.SERVER_FULL))
+                return Step(chatter.phase, (chatter,))
             self._connected.add(chatter)
-            return True
+            return Step(chatter.phase)
 
-    def join(self, chatter: Chatter, nickname: str) -> Optional[Chatter]:
+    def join(self, chatter: Chatter, nickname: str) -> Step:
         """Name ``chatter`` and pair it with the longest waiter, or queue it (§7.1).
 
-        Return the partner, who is owed ``#matched_to_``, or None when
-        ``chatter`` now waits.
+        ``filled`` is ``(chatter,)`` when it now waits, and ``(chatter,
+        partner)`` when it was matched.
         """
-        with self._changed:
-            if chatter.phase is not Phase.NICKNAME:
-                return None  # closed by shutdown while it chose a name
-            chatter.nickname = nickname
-            partner = self._next_live_waiter()
-            if partner is None:
-                chatter.phase = Phase.WAITING
-                self._waiting.append(chatter)
-                self._owe(chatter, notice(Notice.WAIT))
-                return None
-            self._pair(chatter, partner)
-            return partner
+        while True:
+            waiter = self._live_waiter()
+            with self._changed:
+                if self._head() is not waiter:
+                    continue  # the queue moved on while we looked: look again
+                if not self._move(chatter, Event.NICKNAME):
+                    return SESSION_OVER  # closed by shutdown while it chose a name
+                chatter.nickname = nickname
+                if waiter is None:
+                    self._waiting.append(chatter)
+                    self._post(chatter, notice(Notice.WAIT))
+                    return Step(chatter.phase, (chatter,))
+                self._waiting.popleft()
+                self._pair(chatter, waiter)
+                return Step(chatter.phase, (chatter, waiter))
 
-    def leave(self, chatter: Chatter) -> Optional[Chatter]:
-        """Forget ``chatter``; return its partner, who is now owed ``#user_quit`` (§8)."""
+    def leave(self, chatter: Chatter, event: Event) -> Step:
+        """Forget ``chatter`` after ``event``; its partner is owed ``#user_quit`` and ended (§8).
+
+        ``event`` is how it went: /quit, a hang-up, or a write that failed
+        (§9.4).  A session that is already over just leaves.
+        """
         with self._changed:
             partner = chatter.partner
             if partner is not None:
                 self._unpair(chatter, partner)
-                self._owe(partner, notice(Notice.USER_QUIT))
             self._withdraw(chatter)
-            chatter.phase = Phase.CLOSED
+            self._move(chatter, event)
             self._connected.discard(chatter)
             self._changed.notify_all()
-            return partner
+            if partner is None:
+                return SESSION_OVER
+            return Step(Phase.CLOSED, (partner,), (partner,))
 
     def close(self) -> List[Chatter]:
         """Refuse newcomers, end every session, and return who is still connected (§10)."""
@@ -119,8 +166,8 @@ class Matchmaker:
             self._closed = True
             for chatter in self._connected:
                 chatter.partner = None
-                chatter.phase = Phase.CLOSED
-                self._owe(chatter, notice(Notice.SERVER_SHUTDOWN))
+                if self._move(chatter, Event.SHUTDOWN):
+                    self._post(chatter, notice(Notice.SERVER_SHUTDOWN))
             self._waiting.clear()
             self._changed.notify_all()
             return list(self._connected)
@@ -132,66 +179,64 @@ class Matchmaker:
 
     # -- While connected ---------------------------------------------------
 
-    def relay(self, sender: Chatter, line: bytes) -> Optional[Chatter]:
-        """Owe ``line`` to the sender's partner; return who is owed something (§7.2, §7.3).
+    def relay(self, sender: Chatter, lines: List[bytes]) -> Step:
+        """Owe ``lines`` to the sender's partner, in order, in one step (§7.2, §7.3).
 
-        A sender still waiting is owed ``#wait`` instead: the line goes
-        nowhere, and it is told so.  A sender whose session has ended is
-        owed nothing: it has already been told why (§8).
+        A sender still waiting is owed one ``#wait`` a line instead: the
+        lines go nowhere, and it is told so.
         """
-        return self.relay_lines(sender, [line])
-
-    def relay_lines(self, sender: Chatter, lines: List[bytes]) -> Optional[Chatter]:
-        """Do what :meth:`relay` does for each of ``lines``, in one step under the lock."""
         with self._changed:
-            if sender.phase is Phase.CHATTING:
-                assert sender.partner is not None
-                for line in lines:
-                    self._owe(sender.partner, line)
-                return sender.partner
-            if sender.phase is Phase.WAITING:
+            partner = sender.partner
+            if not self._move(sender, Event.MESSAGE):
+                return SESSION_OVER
+            if partner is None:  # still waiting: nobody to relay to
                 for _ in lines:
-                    self._owe(sender, notice(Notice.WAIT))
-                return sender
-            return None
+                    self._post(sender, notice(Notice.WAIT))
+                return Step(sender.phase, (sender,))
+            for line in lines:
+                self._post(partner, line)
+            return Step(sender.phase, (partner,))
 
-    def rename(self, chatter: Chatter, nickname: str) -> Optional[Chatter]:
-        """Change a nickname and tell both sides (§5.2); return the partner, if any."""
+    def rename(self, chatter: Chatter, nickname: str) -> Step:
+        """Change a nickname and tell both sides (§5.2)."""
         with self._changed:
-            if chatter.phase is Phase.CLOSED:
-                return None
+            if not self._move(chatter, Event.RENAME):
+                return SESSION_OVER
             chatter.nickname = nickname
-            self._owe(chatter, notice(Notice.NICKNAME_CHANGED, nickname))
+            self._post(chatter, notice(Notice.NICKNAME_CHANGED, nickname))
             partner = chatter.partner
-            if partner is not None:
-                self._owe(partner, notice(Notice.PARTNER_RENAMED, nickname))
-            return partner
+            if partner is None:
+                return Step(chatter.phase, (chatter,))
+            self._post(partner, notice(Notice.PARTNER_RENAMED, nickname))
+            return Step(chatter.phase, (chatter, partner))
 
-    def owe(self, chatter: Chatter, line: bytes) -> None:
-        """Queue a line for ``chatter``, in order with everything else it is owed."""
-        with self._changed:
-            self._owe(chatter, line)
-
-    def owe_reply(self, chatter: Chatter, line: bytes) -> bool:
-        """Queue a reply to a line ``chatter`` sent; return False if its session is over.
+    def refuse(self, chatter: Chatter, event: Event) -> Step:
+        """Owe ``chatter`` the notice that refuses a line it sent (§6); ``event`` says why.
 
         Once a session is closed its last line is already owed: #user_quit
-        or #server_shutdown.  A reply to a line read after that would follow
-        the final notice (§6, §8), so it is not sent, and the caller learns
-        that it should stop reading (§7.4).
+        or #server_shutdown.  A refusal of a line read after that would
+        follow the final notice (§6, §8), so it is not owed.
         """
         with self._changed:
-            if chatter.phase is Phase.CLOSED:
-                return False
-            self._owe(chatter, line)
-            return True
+            if not self._move(chatter, event):
+                return SESSION_OVER
+            self._post(chatter, notice(REFUSALS[event]))
+            return Step(chatter.phase, (chatter,))
 
-    def take_owed(self, chatter: Chatter) -> bytes:
-        """Remove and return everything ``chatter`` is owed, as one block of lines."""
+    def time_out(self, chatter: Chatter) -> Step:
+        """End a session that chose no nickname in time, and owe it the reason (§9.2)."""
         with self._changed:
-            owed = b"".join(chatter.outbox)
+            if not self._move(chatter, Event.TIMEOUT):
+                return SESSION_OVER
+            self._post(chatter, notice(Notice.NICKNAME_TIMEOUT))
+            return Step(chatter.phase, (chatter,))
+
+    def take_outbox(self, chatter: Chatter) -> bytes:
+        """Empty the outbox of ``chatter``, and return its lines as one block."""
+        with self._changed:
+            lines = b"".join(chatter.outbox)
             chatter.outbox.clear()
-            return owed
+            return lines
 
     def phase_of(self, chatter: Chatter) -> Phase:
         """Return the phase of ``chatter`` as of now."""
@@ -200,37 +245,59 @@ class Matchmaker:
 
     # -- Helpers: the caller must hold the lock ----------------------------
 
-    def _owe(self, chatter: Chatter, line: bytes) -> None:
-        """Append to an outbox; call with the lock held."""
+    def _move(self, chatter: Chatter, event: Event) -> bool:
+        """Move ``chatter`` by the state table; return False if its session was over.
+
+        The only place a phase changes (§7.5).  Call with the lock held.
+        """
+        if chatter.phase is Phase.CLOSED:
+            return False  # §7.4: a closed session takes no more events
+        chatter.phase = transition(chatter.phase, event).next_phase
+        return True
+
+    def _post(self, chatter: Chatter, line: bytes) -> None:
+        """Append a line to the outbox of ``chatter``; call with the lock held."""
         chatter.outbox.append(line)
 
     def _pair(self, chatter: Chatter, partner: Chatter) -> None:
         """Pair two chatters and owe each the other's name; call with the lock held."""
         chatter.partner, partner.partner = partner, chatter
-        chatter.phase = partner.phase = Phase.CHATTING
-        self._owe(partner, notice(Notice.MATCHED_TO, chatter.nickname))
-        self._owe(chatter, notice(Notice.MATCHED_TO, partner.nickname))
+        self._move(partner, Event.PARTNER_FOUND)
+        self._move(chatter, Event.PARTNER_FOUND)
+        self._post(partner, notice(Notice.MATCHED_TO, chatter.nickname))
+        self._post(chatter, notice(Notice.MATCHED_TO, partner.nickname))
 
     def _unpair(self, chatter: Chatter, partner: Chatter) -> None:
-        """End a pair on both sides at once; call with the lock held."""
+        """End a pair; the partner is owed #user_quit and closed.  Call with the lock held."""
         chatter.partner = partner.partner = None
-        chatter.phase = partner.phase = Phase.CLOSED
-
-    def _next_live_waiter(self) -> Optional[Chatter]:
-        """Pop the longest waiter whose client is still there; call with the lock held.
-
-        A waiter's own thread withdraws it when it reads the close, but a
-        newcomer may be paired in the moment between the close arriving and
-        that thread waking.  Asking first closes that window (§7.2).
-        """
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.hung_up():
-                return waiter
-            waiter.phase = Phase.CLOSED  # its own thread will leave() soon
-        return None
+        self._move(partner, Event.PARTNER_LEFT)
+        self._post(partner, notice(Notice.USER_QUIT))
 
     def _withdraw(self, chatter: Chatter) -> None:
         """Take a chatter out of the waiting queue if it is there; call with the lock held."""
         if chatter.phase is Phase.WAITING:
             self._waiting.remove(chatter)
+
+    def _head(self) -> Optional[Chatter]:
+        """Return the longest waiter, or None; call with the lock held."""
+        return self._waiting[0] if self._waiting else None
+
+    # -- The ghost waiter: call without the lock ---------------------------
+
+    def _live_waiter(self) -> Optional[Chatter]:
+        """Return the longest waiter whose client is still there, forgetting any that is not (§7.2).
+
+        A waiter's own thread leaves the Matchmaker when it reads the close,
+        but a newcomer may come in the moment between the close arriving and
+        that thread waking.  Asking first closes that window.  The question
+        goes to the waiter's socket, so it is asked without the lock.
+        """
+        while True:
+            with self._changed:
+                waiter = self._head()
+            if waiter is None or not waiter.hung_up():
+                return waiter
+            with self._changed:
+                if waiter.phase is Phase.WAITING:
+                    self._withdraw(waiter)
+                    self._move(waiter, Event.HANG_UP)

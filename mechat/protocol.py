@@ -11,13 +11,16 @@ The pieces, in the order a line meets them:
 
 * :class:`LineBuffer` cuts a byte stream into lines (§2), never holding more
   than one line's worth of bytes, and flags over-long lines without keeping
-  them.
+  them.  The cutting itself is :class:`LineCutter`'s, which every reader of
+  a server uses as it is, to see exactly what was sent.
 * :func:`parse_line` says what a line means in the current :class:`Phase`
   (§3-§5) and raises a :class:`ProtocolError` whose ``notice`` is the reply
   the spec requires.
 * :data:`TRANSITIONS` is the state machine of §7 as data: for each phase and
-  event, the reply and the next phase.  The tests drive a real server through
-  every cell of it, and the docs draw the state diagram from it.
+  event, the reply and the next phase.  :func:`transition` looks a cell up,
+  and raises :class:`NoTransition` for a pair that cannot happen; the
+  Matchmaker changes a phase only through it.  The tests drive a live server
+  through every cell, and the docs draw the state diagram from the table.
 * :func:`notice` formats the server's lines (§6).
 """
 
@@ -86,6 +89,27 @@ TOO_LONG = TooLong()
 Line = Union[bytes, TooLong]
 
 
+class LineCutter:
+    """Cut a byte stream at each LF (§2.1), keeping every other octet as it came.
+
+    This is the one place where bytes become lines.  A reader that must see
+    exactly what a server sent, a CR or a line of any length included (the
+    conformance kit, the load tester, the tests' peers), needs nothing more.
+    The server and the chat client read with :class:`LineBuffer`, which adds
+    the rules of §2.2 and §2.3 to this one.
+    """
+
+    def __init__(self) -> None:
+        self.unterminated = b""  # the bytes after the last LF
+
+    def cut(self, data: bytes) -> List[bytes]:
+        """Add ``data`` and return every line it completes, in order, without its LF."""
+        pieces = data.split(LF)
+        pieces[0] = self.unterminated + pieces[0]  # copies one piece, not all of ``data``
+        self.unterminated = pieces.pop()  # maybe empty
+        return pieces
+
+
 class LineBuffer:
     """Cut a byte stream into lines (§2), holding at most one line at a time.
 
@@ -99,20 +123,17 @@ class LineBuffer:
 
     def __init__(self, max_line: int = MAX_LINE_OCTETS) -> None:
         self.max_line = max_line
-        self._partial = b""
+        self._cutter = LineCutter()
         self._discarding = False  # inside a line that is already too long
 
     def feed(self, data: bytes) -> List[Line]:
         """Add ``data`` and return every line it completes, in order."""
-        pieces = data.split(LF)
-        pieces[0] = self._partial + pieces[0]
-        self._partial = pieces.pop()  # the unterminated tail, maybe empty
         lines: List[Line] = []
-        for piece in pieces:
+        for piece in self._cutter.cut(data):
             lines.append(self._finish(piece))
             self._discarding = False
-        if len(self._partial) > self.max_line + len(CR):
-            self._partial = b""
+        if len(self._cutter.unterminated) > self.max_line + len(CR):
+            self._cutter.unterminated = b""
             self._discarding = True
         return lines
 
@@ -127,7 +148,7 @@ class LineBuffer:
     @property
     def pending(self) -> int:
         """How many octets of an unfinished line are held."""
-        return len(self._partial)
+        return len(self._cutter.unterminated)
 
 
 # -- Grammar rules (spec/mechat.abnf) ---------------------------------------
@@ -240,33 +261,6 @@ def parse_notice(line: str) -> Tuple[Notice, str]:
     raise ValueError("not a mechat notice: %r" % line)
 
 
-# -- Errors: each carries the reply the spec requires ----------------------
-
-
-class ProtocolError(Exception):
-    """A line the spec refuses; ``notice`` is the reply it requires."""
-
-    notice = Notice.INVALID_MESSAGE
-
-
-class InvalidNickname(ProtocolError):
-    """§3, §5.2: not a nickname."""
-
-    notice = Notice.INVALID_NICKNAME
-
-
-class InvalidMessage(ProtocolError):
-    """§4: not a message."""
-
-    notice = Notice.INVALID_MESSAGE
-
-
-class InvalidCommand(ProtocolError):
-    """§5.3: not a command, or not one allowed in this phase."""
-
-    notice = Notice.INVALID_COMMAND
-
-
 # -- Phases and events (§7) -------------------------------------------------
 
 
@@ -295,6 +289,49 @@ class Event(enum.Enum):
     HANG_UP = "end of file or reset"
     TIMEOUT = "nickname timeout"
     SHUTDOWN = "server shutdown"
+    SERVER_FULL = "server full"
+    DROPPED = "write failed or too slow"
+
+
+#: The refusals of §6: for each event that refuses a line, the notice that
+#: answers it.  The line is not acted on; the phase stays as it was.
+REFUSALS: Dict[Event, Notice] = {
+    Event.INVALID_NICKNAME: Notice.INVALID_NICKNAME,
+    Event.INVALID_MESSAGE: Notice.INVALID_MESSAGE,
+    Event.INVALID_COMMAND: Notice.INVALID_COMMAND,
+    Event.RATE_LIMITED: Notice.RATE_LIMITED,
+}
+
+
+# -- Errors: each carries the reply the spec requires ----------------------
+
+
+class ProtocolError(Exception):
+    """A line the spec refuses; ``event`` is its row of §7.5, ``notice`` the reply it requires."""
+
+    event: Event
+    notice: Notice
+
+
+class InvalidNickname(ProtocolError):
+    """§3, §5.2: not a nickname."""
+
+    event = Event.INVALID_NICKNAME
+    notice = Notice.INVALID_NICKNAME
+
+
+class InvalidMessage(ProtocolError):
+    """§4: not a message."""
+
+    event = Event.INVALID_MESSAGE
+    notice = Notice.INVALID_MESSAGE
+
+
+class InvalidCommand(ProtocolError):
+    """§5.3: not a command, or not one allowed in this phase."""
+
+    event = Event.INVALID_COMMAND
+    notice = Notice.INVALID_COMMAND
 
 
 class Transition(NamedTuple):
@@ -309,7 +346,8 @@ _SHUT = Transition("#server_shutdown, close", _X)
 
 #: The state table of §7.5.  Every (phase, event) pair that can happen has a
 #: cell; the tests drive a live server through each one.  A pair that is
-#: missing cannot happen (a waiting client has no partner to lose).
+#: missing cannot happen (a waiting client has no partner to lose), and
+#: :func:`transition` raises if asked for one.
 TRANSITIONS: Dict[Tuple[Phase, Event], Transition] = {
     (_N, Event.NICKNAME): Transition("#wait, or #matched_to_NICK to both", _W),
     (_N, Event.INVALID_NICKNAME): Transition("#invalid_nickname", _N),
@@ -319,6 +357,8 @@ TRANSITIONS: Dict[Tuple[Phase, Event], Transition] = {
     (_N, Event.HANG_UP): Transition("close", _X),
     (_N, Event.TIMEOUT): Transition("#nickname_timeout, close", _X),
     (_N, Event.SHUTDOWN): _SHUT,
+    (_N, Event.SERVER_FULL): Transition("#server_full, close", _X),
+    (_N, Event.DROPPED): Transition("close", _X),
     (_W, Event.PARTNER_FOUND): Transition("#matched_to_NICK", _C),
     (_W, Event.MESSAGE): Transition("#wait (the line goes nowhere)", _W),
     (_W, Event.RENAME): Transition("#nickname_changed_NICK", _W),
@@ -329,6 +369,7 @@ TRANSITIONS: Dict[Tuple[Phase, Event], Transition] = {
     (_W, Event.QUIT): Transition("close (withdrawn from the queue)", _X),
     (_W, Event.HANG_UP): Transition("close (withdrawn from the queue)", _X),
     (_W, Event.SHUTDOWN): _SHUT,
+    (_W, Event.DROPPED): Transition("close (withdrawn from the queue)", _X),
     (_C, Event.MESSAGE): Transition("relay the line to the partner", _C),
     (_C, Event.RENAME): Transition("#nickname_changed_NICK; partner: #partner_renamed_NICK", _C),
     (_C, Event.INVALID_NICKNAME): Transition("#invalid_nickname", _C),
@@ -339,7 +380,26 @@ TRANSITIONS: Dict[Tuple[Phase, Event], Transition] = {
     (_C, Event.HANG_UP): Transition("close; partner: #user_quit, close", _X),
     (_C, Event.PARTNER_LEFT): Transition("#user_quit, close", _X),
     (_C, Event.SHUTDOWN): _SHUT,
+    (_C, Event.DROPPED): Transition("close; partner: #user_quit, close", _X),
 }
+
+
+class NoTransition(LookupError):
+    """An event that §7.5 says cannot happen in the phase it came in: a bug in the server."""
+
+
+def transition(phase: Phase, event: Event) -> Transition:
+    """Return the cell of §7.5 for ``event`` in ``phase``; raise NoTransition if there is none.
+
+    The one way a phase changes (h11's ``_state.py`` has the same shape): a
+    new row of the table is then a new entry in TRANSITIONS, and an event
+    the code sends where the table has no cell fails loudly instead of
+    leaving a connection in a phase the spec does not know.
+    """
+    try:
+        return TRANSITIONS[phase, event]
+    except KeyError:
+        raise NoTransition("%s cannot happen in phase %s (§7.5)" % (event.value, phase.name)) from None
 
 
 # -- Parsing a line ---------------------------------------------------------

@@ -10,9 +10,15 @@ justified it (``bench/`` in the repository, numbers on a 2-core machine).
 import gc
 import logging
 import os
-import resource
 import sys
 import threading
+
+try:  # Unix only
+    import resource
+except ImportError:  # Windows: no limit on open files to raise
+    HAVE_RLIMIT = False
+else:
+    HAVE_RLIMIT = True
 
 log = logging.getLogger(__name__)
 
@@ -98,28 +104,31 @@ def collect_garbage_less_often(threshold: int = GC_THRESHOLD) -> None:
     gc.set_threshold(threshold, *gc.get_threshold()[1:])
 
 
-def raise_file_limit_to(needed: int) -> int:
-    """Raise the soft RLIMIT_NOFILE to ``needed`` if the hard limit allows; return what is short.
-
-    Returns 0 when ``needed`` descriptors are now allowed, else how many are
-    (the hard limit).  A soft limit that is already high enough, or
-    unlimited, is left alone.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed or soft == resource.RLIM_INFINITY:
-        return 0
-    new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-    return 0 if new >= needed else new
+#: Descriptors a process needs besides its connections: stdio, logs, a
+#: listening socket, and some to spare.
+SPARE_FILES = 64
 
 
 def raise_file_limit(connections: int) -> str:
-    """Raise the soft RLIMIT_NOFILE to cover ``connections``; return a warning if it can't be."""
-    allowed = raise_file_limit_to(connections + 64)  # the listening socket, stdio, logs, spare
-    if not allowed:
+    """Raise the soft RLIMIT_NOFILE to fit ``connections``; return a warning if the hard limit won't.
+
+    Each connection is a file descriptor, and the soft limit (often 1,024)
+    is far below what a class of clients, or a load test, opens.  A soft
+    limit that is already high enough, or unlimited, is left alone.  Windows
+    has no such limit, and no ``resource`` module: there this does nothing.
+    """
+    if not HAVE_RLIMIT:
+        return ""
+    needed = connections + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed or soft == resource.RLIM_INFINITY:
+        return ""
+    new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    if new >= needed:
         return ""
     return (
-        "only %d file descriptors allowed (hard limit), so at most about %d clients can connect,"
-        " not --max-clients %d: raise the hard limit (ulimit -Hn, or LimitNOFILE= in systemd)"
-        % (allowed, allowed - 64, connections)
+        "only %d file descriptors allowed (hard limit), so at most about %d connections fit, not %d:"
+        " raise the hard limit (ulimit -Hn, or LimitNOFILE= in systemd)"
+        % (new, new - SPARE_FILES, connections)
     )

@@ -13,19 +13,19 @@ import threading
 from typing import Iterator, List, NamedTuple, Optional
 
 from mechat import protocol
-from mechat.matchmaker import Chatter, Matchmaker
-from mechat.protocol import Line, Notice, Phase
-from mechat.server import ChatHandler, ChatServer, Limits
+from mechat.matchmaker import Chatter, Matchmaker, Step
+from mechat.protocol import Event, Line, Notice, Phase
+from mechat.server import ChatHandler, ChatServer, Limits, Received
 
 
 class PrefixQuitHandler(ChatHandler):
     """Bug: any line that starts with "/quit" quits, "/quitnow" too (§5.3)."""
 
-    def parse(self, phase: Phase, line: Line) -> Optional[protocol.Parsed]:
+    def parse(self, line: Line) -> protocol.Parsed:
         """Match /quit by prefix."""
         if isinstance(line, bytes) and line.startswith(protocol.quit_command):
             return protocol.QUIT
-        return super().parse(phase, line)
+        return super().parse(line)
 
 
 class PiecesHandler(ChatHandler):
@@ -34,10 +34,10 @@ class PiecesHandler(ChatHandler):
     Run it with a large ``max_line`` so that the framing hands it whole lines.
     """
 
-    def read_lines(self) -> Iterator[Optional[Line]]:
+    def receive(self) -> Iterator[Received]:
         """Cut long lines instead of refusing them."""
         size = protocol.MAX_LINE_OCTETS
-        for line in super().read_lines():
+        for line in super().receive():
             if isinstance(line, bytes) and len(line) > size:
                 yield from (line[start : start + size] for start in range(0, len(line), size))
             else:
@@ -47,9 +47,10 @@ class PiecesHandler(ChatHandler):
 class GhostMatchmaker(Matchmaker):
     """Bug: a waiter that leaves stays in the queue and is handed out (§7.2, §8)."""
 
-    def _next_live_waiter(self) -> Optional[Chatter]:
-        """Pop the longest waiter without asking whether it is still there."""
-        return self._waiting.popleft() if self._waiting else None
+    def _live_waiter(self) -> Optional[Chatter]:
+        """Return the longest waiter without asking whether it is still there."""
+        with self._changed:
+            return self._head()
 
     def _withdraw(self, chatter: Chatter) -> None:
         """Leave the queue alone."""
@@ -58,22 +59,25 @@ class GhostMatchmaker(Matchmaker):
 class SelfMatchmaker(Matchmaker):
     """Bug: a waiter that sends a line joins again, and meets the head of the queue: itself (§7.2)."""
 
-    def relay_lines(self, sender: Chatter, lines: List[bytes]) -> Optional[Chatter]:
+    def relay(self, sender: Chatter, lines: List[bytes]) -> Step:
         """Treat a waiter's lines as a new request for a partner."""
         with self._changed:
             if sender.phase is Phase.WAITING:
-                self._pair(sender, self._waiting.popleft())
-                return sender
-        return super().relay_lines(sender, lines)
+                partner = self._waiting.popleft()
+                sender.partner = partner
+                self._move(sender, Event.PARTNER_FOUND)
+                self._post(sender, protocol.notice(Notice.MATCHED_TO, partner.nickname))
+                return Step(sender.phase, (sender,))
+        return super().relay(sender, lines)
 
 
 class SilentMatchmaker(Matchmaker):
     """Bug: the partner of a client that leaves is closed without #user_quit (§8)."""
 
-    def _owe(self, chatter: Chatter, line: bytes) -> None:
-        """Owe every line but #user_quit."""
+    def _post(self, chatter: Chatter, line: bytes) -> None:
+        """Post every line but #user_quit."""
         if line != protocol.notice(Notice.USER_QUIT):
-            super()._owe(chatter, line)
+            super()._post(chatter, line)
 
 
 class Bug(NamedTuple):

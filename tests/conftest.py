@@ -1,16 +1,22 @@
 """Fixtures: a real ChatServer on 127.0.0.1 port 0, run in a thread, and the wire check."""
 
 import threading
+import traceback
 from typing import Any, Callable, Iterator, List, Tuple, Type
 
 import pytest
 
+from mechat import protocol
+from mechat.protocol import Event, Phase, Transition
 from mechat.server import ChatHandler, ChatServer, Limits
 from tests import wire
 from tests.leaks import Baseline
 from tests.peers import Peer, pair
 
 StartServer = Callable[..., ChatServer]
+
+#: A cell of the state table (§7.5): a phase and an event.
+Cell = Tuple[Phase, Event]
 
 #: Seconds a test server's shutdown waits for its clients to take their last
 #: notice, in place of the 1 s of §10.  A test often calls server_close()
@@ -21,13 +27,34 @@ StartServer = Callable[..., ChatServer]
 SHUTDOWN_WAIT = 30.0
 
 
+class CheckedServer(ChatServer):
+    """A ChatServer that keeps the traceback of every handler that failed.
+
+    A handler's exception is a bug in the server (an event with no cell in
+    §7.5 raises one), yet socketserver only reports it and goes on; the
+    fixture makes it fail the test that caused it.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.failures: List[str] = []
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Keep the traceback, then log it as the server does."""
+        self.failures.append(traceback.format_exc())
+        super().handle_error(request, client_address)
+
+
 @pytest.fixture
 def start_server() -> Iterator[StartServer]:
-    """Start servers with the given limits (and handler class); stop them all after the test."""
-    running: List[Tuple[ChatServer, threading.Thread]] = []
+    """Start servers with the given limits (and handler class); stop them all after the test.
+
+    The test fails if any handler of theirs raised.
+    """
+    running: List[Tuple[CheckedServer, threading.Thread]] = []
 
     def start(handler: Type[ChatHandler] = ChatHandler, **limits: Any) -> ChatServer:
-        server = ChatServer(("127.0.0.1", 0), Limits(**limits), handler)
+        server = CheckedServer(("127.0.0.1", 0), Limits(**limits), handler)
         server.shutdown_grace = server.shutdown_cutoff = SHUTDOWN_WAIT
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
@@ -39,6 +66,8 @@ def start_server() -> Iterator[StartServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+    failures = [failure for server, _ in running for failure in server.failures]
+    assert not failures, "a handler raised:\n" + failures[0]
 
 
 @pytest.fixture
@@ -116,3 +145,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         f"({log.sent} lines sent by test peers; {log.too_long} over-long lines; "
         f"{log.total.skipped} lines over the per-test budget, unchecked)"
     )
+
+
+@pytest.fixture
+def cells_taken(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[Cell]]:
+    """Record every cell the Matchmaker looks up while the test runs."""
+    taken: List[Cell] = []
+    real = protocol.transition
+
+    def recording(phase: Phase, event: Event) -> Transition:
+        taken.append((phase, event))
+        return real(phase, event)
+
+    monkeypatch.setattr("mechat.matchmaker.transition", recording)
+    yield taken

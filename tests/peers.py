@@ -6,11 +6,14 @@ unexpected reply cannot pass by accident.  Every read has a deadline; no
 test ever sleeps to wait for the server.
 """
 
+import collections
 import select
 import socket
-import struct
 import time
-from typing import Callable, ClassVar, List, Optional, Union
+from typing import Callable, ClassVar, Deque, List, Optional, Union
+
+from mechat.connection import abort
+from mechat.protocol import LF, LineCutter
 
 #: Seconds any single expected line may take to arrive.
 TIMEOUT = 5.0
@@ -36,7 +39,8 @@ class Peer:
 
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
-        self.buffer = b""
+        self.incoming = LineCutter()  # what the server sent, cut exactly as sent
+        self.unread: Deque[bytes] = collections.deque()  # whole lines received, not yet read
         self.eof = False
         Peer.opened.append(self)
 
@@ -47,7 +51,7 @@ class Peer:
         encoded = [line.encode("utf-8") if isinstance(line, str) else line for line in lines]
         for line in encoded:
             self.record("c2s", line)
-        self.sock.sendall(b"".join(line + b"\n" for line in encoded))
+        self.sock.sendall(b"".join(line + LF for line in encoded))
 
     def send_raw(self, data: bytes) -> None:
         """Send bytes exactly as given: no LF added, nothing recorded."""
@@ -64,7 +68,7 @@ class Peer:
     def next_line(self, timeout: float = TIMEOUT) -> Optional[bytes]:
         """Return the next line, or None at end of file; fail on timeout."""
         deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer:
+        while not self.unread:
             if self.eof:
                 return None
             remaining = deadline - time.monotonic()
@@ -78,10 +82,25 @@ class Peer:
             except ConnectionResetError:
                 data = b""
             self.eof = not data
-            self.buffer += data
-        line, _, self.buffer = self.buffer.partition(b"\n")
+            self.take(data)
+        line = self.unread.popleft()
         self.record("s2c", line)
         return line
+
+    def take(self, data: bytes) -> None:
+        """Add bytes received from the server; read_line then returns its lines."""
+        self.unread.extend(self.incoming.cut(data))
+
+    @property
+    def buffer(self) -> bytes:
+        """Every octet received and not yet read, as it came: for reports, and for tests that recv()."""
+        return b"".join(line + LF for line in self.unread) + self.incoming.unterminated
+
+    @buffer.setter
+    def buffer(self, data: bytes) -> None:
+        self.unread.clear()
+        self.incoming = LineCutter()
+        self.take(data)
 
     def poll_readable(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for data or end of file (poll has no fd limit)."""
@@ -111,21 +130,31 @@ class Peer:
 
     def reset(self) -> None:
         """Abort the connection with a TCP reset (SO_LINGER 0), not a FIN."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.sock.close()
+        abort(self.sock)
 
     def close(self) -> None:
         """Close the connection normally."""
         self.sock.close()
 
 
+def waiting(port: int, nickname: str = "wanda") -> Peer:
+    """Connect a peer, choose ``nickname`` and see it wait for a partner (§7.1)."""
+    peer = Peer(port)
+    peer.send(nickname)
+    peer.expect("#wait")
+    return peer
+
+
+def meet(port: int, waiter: Peer, waiter_nickname: str, nickname: str) -> Peer:
+    """Connect a peer as ``nickname`` and see it matched with ``waiter``, each named to the other (§7.1)."""
+    newcomer = Peer(port)
+    newcomer.send(nickname)
+    newcomer.expect("#matched_to_" + waiter_nickname)
+    waiter.expect("#matched_to_" + nickname)
+    return newcomer
+
+
 def pair(port: int, first: str = "alice", second: str = "bob") -> List[Peer]:
     """Connect two peers and see them matched, the first one after a #wait."""
-    a = Peer(port)
-    a.send(first)
-    a.expect("#wait")
-    b = Peer(port)
-    b.send(second)
-    b.expect("#matched_to_" + first)
-    a.expect("#matched_to_" + second)
-    return [a, b]
+    waiter = waiting(port, first)
+    return [waiter, meet(port, waiter, first, second)]

@@ -1,14 +1,16 @@
 """Numbered lines for flood tests: send many, then check what arrived.
 
-A flood line carries its sender and its sequence number, plus text with
-multi-byte UTF-8 and a tab, so that a check of what arrived catches a line
-lost, doubled, reordered, cut or altered on the way (spec §4, §8).
+A flood line is a numbered line (mechat.numbered: its sender, its sequence
+number and a checksum) whose payload is text with multi-byte UTF-8 and a
+tab, so that a check of what arrived catches a line lost, doubled,
+reordered, cut or altered on the way (spec §4, §8).
 """
 
 import contextlib
 import time
 from typing import List
 
+from mechat.numbered import make_line
 from tests.peers import Peer
 
 #: Text every flood line carries: multi-byte UTF-8 and an HTAB, as §4 allows.
@@ -17,7 +19,12 @@ PAYLOAD = "flood\tété ☃ 🐍".encode()
 
 def numbered(sender: str, count: int) -> List[bytes]:
     """Return ``count`` distinct lines from ``sender``, numbered from 0, without LF."""
-    return [b"%s %06d %s" % (sender.encode(), number, PAYLOAD) for number in range(count)]
+    return [numbered_line(sender, number) for number in range(count)]
+
+
+def numbered_line(sender: str, number: int) -> bytes:
+    """Return the line numbered ``number`` from ``sender``, without LF."""
+    return make_line(sender.encode(), number, PAYLOAD)
 
 
 def send_all(peer: Peer, lines: List[bytes], batch: int = 100) -> None:

@@ -21,7 +21,7 @@ from mechat import client
 from mechat.client import ChatClient, Screen
 from mechat.server import ChatServer
 from tests.conftest import StartServer
-from tests.peers import TIMEOUT, Peer
+from tests.peers import TIMEOUT, Peer, waiting
 from tests.ports import refusing_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,17 +92,9 @@ class Session:
         return self.status[0]
 
 
-def waiting_peer(port: int, nick: str = "bob") -> Peer:
-    """Return a Peer already waiting for a partner."""
-    peer = Peer(port)
-    peer.send(nick)
-    peer.expect("#wait")
-    return peer
-
-
 def test_client_chats_and_ends_when_the_partner_quits(server: ChatServer) -> None:
     """The client shows sentences, marks the partner's lines, and exits 0 on #user_quit."""
-    bob = waiting_peer(server.port)
+    bob = waiting(server.port, "bob")
     alice = Session(server.port, "alice")
     alice.screen.expect("You are now chatting with bob. Type /quit to leave.")
     bob.expect("#matched_to_alice")
@@ -158,7 +150,7 @@ def test_end_of_input_while_waiting_says_what_was_not_sent(server: ChatServer) -
 def test_full_server_is_reported_with_a_nonzero_status(start_server: StartServer) -> None:
     """§9.3: #server_full is shown as a sentence and the client exits 1."""
     server = start_server(max_clients=1)
-    occupant = waiting_peer(server.port, "occupant")
+    occupant = waiting(server.port, "occupant")
     late = Session(server.port, "late")
     late.screen.expect("The server is full")
     assert late.exit_status() == 1
@@ -254,7 +246,7 @@ def run_chat(port: int, stdin: bytes, *args: str) -> "subprocess.CompletedProces
 
 def test_piped_client_end_to_end(server: ChatServer) -> None:
     """printf 'alice\\nhello\\n' | mechat chat: matched, says hello, quits at end of input, exits 0."""
-    bob = waiting_peer(server.port)
+    bob = waiting(server.port, "bob")
     result = run_chat(server.port, b"alice\nhello\n")
     bob.expect("#matched_to_alice", "hello", "#user_quit")
     bob.expect_closed()
@@ -265,7 +257,7 @@ def test_piped_client_end_to_end(server: ChatServer) -> None:
 
 def test_nick_option_end_to_end(server: ChatServer) -> None:
     """--nick sends the nickname first; the partner's lines are shown with its name."""
-    bob = waiting_peer(server.port)
+    bob = waiting(server.port, "bob")
     chat = subprocess.Popen(
         [sys.executable, "-m", "mechat", "chat", "--port", str(server.port), "--nick", "alice"],
         stdin=subprocess.PIPE,
@@ -296,7 +288,7 @@ def test_main_in_process_with_piped_input(
     server: ChatServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """client.main reads the nickname and lines from a pipe and returns 0 at the end."""
-    bob = waiting_peer(server.port)
+    bob = waiting(server.port, "bob")
     monkeypatch.setattr(sys, "stdin", io.StringIO("alice\nhello\n"))
     assert client.main("127.0.0.1", server.port, None, color=True) == 0
     bob.expect("#matched_to_alice", "hello", "#user_quit")

@@ -7,6 +7,7 @@ in-process for coverage, and once through ``python -m mechat conform`` for
 the command line.
 """
 
+import contextlib
 import io
 import socket
 import socketserver
@@ -135,16 +136,45 @@ def silent_port() -> Iterator[int]:
         yield int(listener.getsockname()[1])
 
 
+@contextlib.contextmanager
+def replying(reply: bytes) -> Iterator[int]:
+    """Run a server that sends each connection ``reply`` and closes it; yield its port."""
+
+    class Reply(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.sendall(reply)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Reply)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 @pytest.fixture
 def hanging_up_port() -> Iterator[int]:
     """A server that accepts each connection and closes it at once."""
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with replying(b"") as port:
+        yield port
+
+
+@pytest.mark.parametrize(
+    "reply, got",
+    [
+        (b"#wait\r\n", ["'#wait\\r'", "<connection closed>"]),  # a server sends no CR (§2.2): it shows
+        (b"#wait\n#wa", ["'#wait'", "<closed after the unterminated '#wa'>"]),
+    ],
+)
+def test_kit_reports_exactly_what_arrived(reply: bytes, got: List[str]) -> None:
+    """The kit reads a server's lines octet for octet, and names bytes left without an LF."""
+    with replying(reply) as port, conform.Session(("127.0.0.1", port), KIT_TIMEOUT) as session:
+        client = session.connect("alice")
+        lines = [conform.show(client.read_line()), conform.show(client.read_line())]
+    assert lines == got
 
 
 def test_hanging_server_is_reported_not_waited_on(silent_port: int) -> None:

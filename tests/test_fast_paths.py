@@ -14,7 +14,8 @@ from typing import List
 import pytest
 
 from mechat import protocol
-from mechat.server import ChatServer, Connection, connection_of, send_within
+from mechat.connection import Connection, send_within
+from mechat.server import ChatServer, connection_of
 from tests.conftest import StartServer
 from tests.peers import NICKNAME_ROOM, TIMEOUT, Peer, pair
 

@@ -21,8 +21,8 @@ import pytest
 from mechat.server import ChatServer
 from tests import leaks
 from tests.leaks import Baseline
-from tests.peers import Peer, pair
-from tests.streams import read_until
+from tests.peers import Peer, pair, waiting
+from tests.streams import numbered, numbered_line, read_until
 
 #: Every octet value, so every LF in it splits off a line of binary.
 BINARY = bytes(range(256)) * 4
@@ -35,14 +35,6 @@ GARBAGE_LINES = [b"\xff\xfe", b"\xc3", b"\xed\xa0\x80", b"a\x00b", b"a\rb", b"a\
 def binary_lines() -> List[bytes]:
     """Return the lines that BINARY splits into (the tail after the last LF is unfinished)."""
     return BINARY.split(b"\n")[:-1]
-
-
-def waiting(port: int, nickname: str = "wanda") -> Peer:
-    """Connect a peer and see it wait."""
-    peer = Peer(port)
-    peer.send(nickname)
-    peer.expect("#wait")
-    return peer
 
 
 # -- Garbage ------------------------------------------------------------------
@@ -159,7 +151,7 @@ def flood(peer: Peer, count: int) -> None:
     """Send numbered lines until ``count`` are sent or the connection fails."""
     try:
         for number in range(count):
-            peer.send_raw(b"%d\n" % number)
+            peer.send_raw(numbered_line("flooder", number) + b"\n")
     except OSError:
         pass  # reset by the test, or closed by the server
 
@@ -170,14 +162,14 @@ def test_reset_during_a_flood(checked_server: ChatServer, who_resets: str) -> No
     alice, bob = pair(checked_server.port)
     sender = threading.Thread(target=flood, args=(alice, 1_000_000), daemon=True)
     sender.start()
-    bob.expect("0", "1", "2")  # the flood is under way
+    bob.expect(*numbered("flooder", 3))  # the flood is under way
     resetter, survivor = (alice, bob) if who_resets == "flooder" else (bob, alice)
     resetter.reset()
     sender.join(timeout=10)
     assert not sender.is_alive()
     first = 3 if survivor is bob else 0
     received = read_until(survivor, b"#user_quit")
-    assert received == [b"%d" % number for number in range(first, first + len(received))]
+    assert received == [numbered_line("flooder", number) for number in range(first, first + len(received))]
     survivor.expect_closed()
 
 

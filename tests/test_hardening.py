@@ -18,9 +18,10 @@ from typing import Callable, ClassVar, Iterator, List, Optional
 
 import pytest
 
+from mechat.connection import Connection
 from mechat.flood import TokenBucket
 from mechat.protocol import Line, Parsed, Phase
-from mechat.server import ChatHandler, Connection
+from mechat.server import ChatHandler
 from tests.conftest import StartServer
 from tests.leaks import Baseline
 from tests.peers import NICKNAME_ROOM, TIMEOUT, Peer, pair
@@ -257,11 +258,11 @@ class LateReader(SmallSendBuffer):
         super().setup()
         LateReader.connections.append(self.conn)
 
-    def parse(self, phase: Phase, line: Line) -> Optional[Parsed]:
+    def parse(self, line: Line) -> Parsed:
         """Note ``line`` if the session is already over, then parse it as usual."""
         if self.matchmaker.phase_of(self.conn) is Phase.CLOSED:
             LateReader.late.append(line)
-        return super().parse(phase, line)
+        return super().parse(line)
 
 
 def test_dropped_client_is_read_no_further(start_server: StartServer) -> None:

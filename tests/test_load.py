@@ -15,7 +15,7 @@ from typing import BinaryIO, Callable, Iterator, List
 
 import pytest
 
-from mechat import load, protocol
+from mechat import load, numbered
 from mechat.__main__ import main
 from mechat.flood import TokenBucket
 from mechat.server import ChatHandler
@@ -136,21 +136,11 @@ def test_a_server_that_never_matches_is_reported_as_such() -> None:
 # -- The line format -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [load.MIN_SIZE, 64, 2000])
-def test_a_line_carries_its_sender_and_number(size: int) -> None:
-    """A made line has the asked size, is a valid message (§4), and reads back."""
-    line = load.make_line(42, 7, size)
-    assert len(line) == size
-    protocol.check_message(line)
-    assert load.read_line(line) == (42, 7)
-
-
-@pytest.mark.parametrize("position", [0, 5, 8, 9, 20, 27, 63])
-def test_any_altered_octet_is_caught(position: int) -> None:
-    """Changing any one octet of a line makes it unreadable, never a different valid line."""
-    line = bytearray(load.make_line(1, 2, 64))
-    line[position] ^= 0x01
-    assert load.read_line(bytes(line)) is None
+def test_lines_are_numbered_lines_named_by_eight_digits() -> None:
+    """The tester's lines are mechat.numbered lines whose sender is the client's number."""
+    line = numbered.make_line(load.sender_name(42), 7, size=40)
+    assert line == b"42525faf:00000042:00000007:xxxxxxxxxxxxx"
+    assert load.HEADER_OCTETS == 27
 
 
 def test_report_warns_when_the_tester_is_the_bottleneck() -> None:

@@ -14,7 +14,7 @@ import pytest
 from mechat import __main__ as cli
 from mechat import __version__, protocol, tuning
 from mechat.server import ChatServer
-from tests.peers import TIMEOUT, Peer
+from tests.peers import TIMEOUT, waiting
 
 
 @pytest.mark.parametrize("command", [[], ["serve"], ["chat"]])
@@ -122,9 +122,7 @@ def test_serve_runs_until_sigterm(monkeypatch: pytest.MonkeyPatch, restore_sigte
 
     def chat_then_terminate() -> None:
         assert ready.wait(TIMEOUT)
-        peer = Peer(started[0].port)
-        peer.send("alice")
-        peer.expect("#wait")
+        peer = waiting(started[0].port, "alice")
         os.kill(os.getpid(), signal.SIGTERM)
         peer.expect("#server_shutdown")
         peer.expect_closed()

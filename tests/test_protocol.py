@@ -13,6 +13,7 @@ from mechat.protocol import (
     InvalidMessage,
     InvalidNickname,
     LineBuffer,
+    LineCutter,
     Notice,
     Parsed,
     Phase,
@@ -46,6 +47,24 @@ def test_line_buffer_cuts_lines(chunks: List[bytes], lines: List[bytes]) -> None
     for chunk in chunks:
         got.extend(buffer.feed(chunk))
     assert got == lines
+
+
+@pytest.mark.parametrize(
+    "chunks, lines, unterminated",
+    [
+        ([b"crlf\r\n"], [b"crlf\r"], b""),  # a reader of a server keeps the CR it was sent
+        ([b"x" * 70_000 + b"\n"], [b"x" * 70_000], b""),  # and a line of any length
+        ([b"one\ntw", b"o\nthr"], [b"one", b"two"], b"thr"),
+        ([b"no end"], [], b"no end"),
+    ],
+)
+def test_line_cutter_keeps_every_octet(chunks: List[bytes], lines: List[bytes], unterminated: bytes) -> None:
+    """§2.1: the cutter under LineBuffer cuts at LF only, and holds what follows the last LF."""
+    cutter = LineCutter()
+    got: List[bytes] = []
+    for chunk in chunks:
+        got.extend(cutter.cut(chunk))
+    assert (got, cutter.unterminated) == (lines, unterminated)
 
 
 @pytest.mark.parametrize("terminator", [b"\n", b"\r\n"])

@@ -15,7 +15,7 @@ import time
 
 from mechat import protocol
 from mechat.server import ChatServer
-from tests.peers import Peer, pair
+from tests.peers import Peer, meet, pair, waiting
 from tests.streams import numbered, send_all, send_until_closed
 
 
@@ -83,9 +83,7 @@ class Flood(threading.Thread):
 
 def test_non_reading_client_does_not_stall_others(checked_server: ChatServer) -> None:
     """§9.4: while one client does not read, other pairs keep chatting at full speed."""
-    alice = Peer(checked_server.port)
-    alice.send("alice")
-    alice.expect("#wait")
+    alice = waiting(checked_server.port, "alice")
     stuck = Peer(checked_server.port)
     stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.send("stuck")
@@ -122,15 +120,10 @@ def test_garbage_packet_does_not_kill_the_server(checked_server: ChatServer) -> 
 
 def test_waiting_client_is_never_matched_with_itself(checked_server: ChatServer) -> None:
     """§7.2: a waiter sending its own nickname again is told #wait, and pairs with the next client."""
-    wanda = Peer(checked_server.port)
-    wanda.send("wanda")
-    wanda.expect("#wait")
+    wanda = waiting(checked_server.port)
     wanda.send("wanda", "wanda")
     wanda.expect("#wait", "#wait")
-    other = Peer(checked_server.port)
-    other.send("other")
-    other.expect("#matched_to_wanda")
-    wanda.expect("#matched_to_other")
+    meet(checked_server.port, wanda, "wanda", "other")
 
 
 def test_two_messages_in_one_segment_are_two_messages(checked_server: ChatServer) -> None:

@@ -11,10 +11,10 @@ import sys
 import pytest
 
 
-def in_child(code: str) -> str:
-    """Run ``code`` after ``from mechat import tuning`` in a new interpreter; return its output."""
+def in_child(code: str, first: str = "") -> str:
+    """Run ``first``, ``from mechat import tuning`` and ``code`` in a new interpreter; return its output."""
     done = subprocess.run(
-        [sys.executable, "-c", "from mechat import tuning\n" + code],
+        [sys.executable, "-c", first + "from mechat import tuning\n" + code],
         capture_output=True,
         text=True,
         timeout=60,
@@ -84,13 +84,25 @@ def test_thread_settings_apply_to_new_threads() -> None:
     assert in_child(code) == "True True"
 
 
-def test_load_tester_says_when_its_clients_do_not_fit() -> None:
-    """mechat load shares the mechanism, with its own advice: how many it needs."""
+def test_load_tester_says_why_its_clients_did_not_fit() -> None:
+    """mechat load raises the limit with the same function, and adds its warning to a failed run."""
     code = (
-        "import resource\n"
+        "import argparse, resource, socket\n"
         "from mechat import load\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (100, 200))\n"
-        "print(load.raise_file_limit(1000))\n"
+        "silent = socket.create_server(('127.0.0.1', 0))\n"  # never answers: the run fails
+        "options = argparse.Namespace(\n"
+        "    mode='pingpong', pairs=500, messages=1, size=64, window=8, timeout=0.5\n"
+        ")\n"
+        "error = load.run('127.0.0.1', silent.getsockname()[1], options).error\n"
+        "warning = tuning.raise_file_limit(1000)\n"
+        "print(error.endswith(' (%s)' % warning), 'not 1000:' in warning)\n"
     )
-    expected = "only 200 file descriptors allowed (hard limit); 1000 needed: try 'ulimit -n 1000'"
-    assert in_child(code) == expected
+    assert in_child(code) == "True True"
+
+
+def test_raise_file_limit_without_resource_does_nothing() -> None:
+    """Where there is no resource module (Windows), the limit is left alone, with no warning."""
+    blocked = "import sys\nsys.modules['resource'] = None\n"
+    code = "print(repr(tuning.raise_file_limit(10**6)), tuning.HAVE_RLIMIT)\n"
+    assert in_child(code, first=blocked) == "'' False"

@@ -44,6 +44,7 @@ from typing import Any, Callable, Counter, Iterator, List, NamedTuple, Optional,
 
 import pytest
 
+import mechat.connection
 import mechat.server
 from mechat.matchmaker import Chatter, Matchmaker
 from mechat.protocol import LF, TOO_LONG, Event, Line, Parsed, Phase, ProtocolError, parse_line
@@ -129,8 +130,8 @@ class WireLog:
                 self._count(self._verdicts, (phase, line, event))
 
     def queue(self, chatter: Chatter, line: bytes) -> None:
-        """Note a line the server queued for a connection (wraps Matchmaker._owe)."""
-        if isinstance(chatter, mechat.server.Connection):  # not the Matchmaker's unit tests
+        """Note a line the server queued for a connection (wraps Matchmaker._post)."""
+        if isinstance(chatter, mechat.connection.Connection):  # not the Matchmaker's unit tests
             rule = "notice" if chatter.partner is None else "server-line"
             with self._lock:
                 self._count(self._queued, (rule, line))
@@ -145,16 +146,16 @@ class WireLog:
     @contextmanager
     def installed(self) -> Iterator["WireLog"]:
         """Hook into Peer and the server's parse_line for the duration."""
-        real_owe = Matchmaker._owe
+        real_post = Matchmaker._post
 
-        def owe(matchmaker: Matchmaker, chatter: Chatter, line: bytes) -> None:
+        def post(matchmaker: Matchmaker, chatter: Chatter, line: bytes) -> None:
             self.queue(chatter, line)
-            real_owe(matchmaker, chatter, line)
+            real_post(matchmaker, chatter, line)
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(Peer, "recorder", self.record)
             patch.setattr(mechat.server, "parse_line", self.judge)
-            patch.setattr(Matchmaker, "_owe", owe)
+            patch.setattr(Matchmaker, "_post", post)
             yield self
 
     # -- Checking (the test thread) ---------------------------------------------

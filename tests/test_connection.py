@@ -1,0 +1,211 @@
+"""Tests for mechat.connection: each trick asked of Linux, and the fallback used where it is missing.
+
+Each fallback is switched on in this process by setting the module's own
+flag, as importing it on Windows would (tests/test_portability.py runs the
+whole server that way).  They run on real TCP connections over loopback.
+"""
+
+import contextlib
+import select
+import socket
+import threading
+from typing import Iterator, List, Tuple
+
+import pytest
+
+from mechat import connection
+from mechat.connection import (
+    POLLERR,
+    POLLHUP,
+    POLLIN,
+    POLLOUT,
+    POLLRDHUP,
+    Connection,
+    abort,
+    poll_for,
+    reset_by_peer,
+    send_within,
+    unacknowledged,
+)
+from tests.peers import TIMEOUT
+
+#: Two ends of one TCP connection: (ours, theirs).
+Pair = Tuple[socket.socket, socket.socket]
+
+#: Bytes a test writes to a peer that reads nothing: far more than loopback buffers hold.
+FLOOD = 10_000_000
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[Pair]:
+    """Yield a connected pair of blocking TCP sockets on loopback: (ours, theirs)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        theirs = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+        ours, _ = listener.accept()
+    theirs.settimeout(None)
+    ours.settimeout(None)
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+@pytest.fixture(params=["poll", "select"])
+def waiting(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with poll(), then again with the select() that Windows has instead."""
+    if request.param == "select":
+        monkeypatch.setattr(connection, "HAVE_POLL", False)
+    return str(request.param)
+
+
+@pytest.fixture
+def without_msg_dontwait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send as on Windows: no MSG_DONTWAIT, and select() instead of poll()."""
+    monkeypatch.setattr(connection, "MSG_DONTWAIT", 0)
+    monkeypatch.setattr(connection, "HAVE_POLL", False)
+
+
+def fill(sock: socket.socket) -> None:
+    """Write to ``sock``, whose peer reads nothing, until its window and our buffer are full.
+
+    A send() may find the buffer full just before an acknowledgement frees
+    some of it, so write again until select() itself finds no room.
+    """
+    sock.setblocking(False)
+    while select.select([], [sock], [], 0)[1]:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                sock.send(b"x" * 65536)
+
+
+# -- poll_for ------------------------------------------------------------------
+
+
+def test_poll_for_waits_for_input(waiting: str, tcp_pair: Pair) -> None:
+    """Nothing to read is False at once; a byte that arrives wakes the wait."""
+    ours, theirs = tcp_pair
+    assert not poll_for(ours, POLLIN, 0)
+    theirs.sendall(b"x")
+    assert poll_for(ours, POLLIN, TIMEOUT)
+
+
+def test_poll_for_wakes_a_reader_at_a_close(waiting: str, tcp_pair: Pair) -> None:
+    """A reader waiting for input wakes when the peer closes, to read the end of file."""
+    ours, theirs = tcp_pair
+    theirs.close()
+    assert poll_for(ours, POLLIN, TIMEOUT)
+    assert ours.recv(1) == b""
+
+
+def test_poll_for_sees_room_to_write(waiting: str, tcp_pair: Pair) -> None:
+    """An idle socket has room; one whose peer reads nothing and whose buffer is full has none."""
+    ours, _ = tcp_pair
+    assert poll_for(ours, POLLOUT, 0)
+    fill(ours)
+    assert not poll_for(ours, POLLOUT, 0)
+
+
+def test_only_poll_sees_a_hang_up_without_reading(waiting: str, tcp_pair: Pair) -> None:
+    """Asked for a hang-up alone, poll() reports the FIN (Linux); select() can only say "not yet"."""
+    ours, theirs = tcp_pair
+    theirs.close()
+    assert poll_for(ours, POLLIN, TIMEOUT)  # the FIN is here
+    conn = Connection(ours, "test")
+    assert conn.hung_up() is (waiting == "poll" and POLLRDHUP != 0)
+    assert poll_for(ours, POLLHUP | POLLERR, 0) is False
+
+
+# -- send_within ---------------------------------------------------------------
+
+
+def test_send_within_delivers_everything_without_msg_dontwait(
+    without_msg_dontwait: None, tcp_pair: Pair
+) -> None:
+    """As on Windows, all of a block larger than any window arrives, in order."""
+    ours, theirs = tcp_pair
+    data = bytes(range(256)) * 20_000
+    received: List[bytes] = []
+    theirs.settimeout(TIMEOUT)
+
+    def read_all() -> None:
+        while sum(map(len, received)) < len(data):
+            received.append(theirs.recv(65536))
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    send_within(ours, data, seconds=TIMEOUT)
+    reader.join(TIMEOUT)
+    assert b"".join(received) == data
+
+
+def test_send_within_gives_up_without_msg_dontwait(without_msg_dontwait: None, tcp_pair: Pair) -> None:
+    """As on Windows, a peer that reads nothing still makes the write fail by its deadline (§9.4)."""
+    ours, _ = tcp_pair
+    failures: List[BaseException] = []
+
+    def send() -> None:
+        try:
+            send_within(ours, b"x" * FLOOD, seconds=0.2)
+        except socket.timeout as error:
+            failures.append(error)
+
+    writer = threading.Thread(target=send, daemon=True)
+    writer.start()
+    writer.join(TIMEOUT)
+    assert not writer.is_alive(), "a blocking send() overran the deadline"
+    assert len(failures) == 1
+
+
+# -- unacknowledged, and closing ------------------------------------------------
+
+
+@pytest.mark.skipif(not connection.HAVE_TIOCOUTQ or not hasattr(socket, "TCP_INFO"), reason="Linux only")
+def test_unacknowledged_counts_on_linux(tcp_pair: Pair) -> None:
+    """Linux says how much a peer that reads nothing has yet to take; after a reset, nothing."""
+    ours, theirs = tcp_pair
+    assert unacknowledged(ours) == 0
+    fill(ours)
+    assert unacknowledged(ours) > 0
+    abort(theirs)
+    assert poll_for(ours, POLLERR, TIMEOUT)  # the reset has arrived
+    assert reset_by_peer(ours)
+    assert unacknowledged(ours) == 0
+
+
+def test_unacknowledged_is_zero_without_tiocoutq(monkeypatch: pytest.MonkeyPatch, tcp_pair: Pair) -> None:
+    """Where the OS cannot be asked (Windows), the answer is 0 even with bytes in flight."""
+    ours, _ = tcp_pair
+    monkeypatch.setattr(connection, "HAVE_TIOCOUTQ", False)
+    fill(ours)
+    assert unacknowledged(ours) == 0
+
+
+def test_reset_by_peer_is_false_without_tcp_info(monkeypatch: pytest.MonkeyPatch, tcp_pair: Pair) -> None:
+    """Where there is no TCP_INFO (Windows, macOS), a connection is never known to be reset."""
+    ours, theirs = tcp_pair
+    monkeypatch.delattr(socket, "TCP_INFO", raising=False)
+    abort(theirs)
+    assert poll_for(ours, POLLIN, TIMEOUT)
+    assert not reset_by_peer(ours)
+
+
+def test_close_does_not_linger_where_nothing_can_be_counted(
+    monkeypatch: pytest.MonkeyPatch, tcp_pair: Pair
+) -> None:
+    """Without TIOCOUTQ, closing a connection whose peer reads nothing does not linger."""
+    ours, _ = tcp_pair
+    monkeypatch.setattr(connection, "HAVE_TIOCOUTQ", False)
+    monkeypatch.setattr(connection, "CLOSE_LINGER", 3600.0)  # lingering would outlast the test
+    fill(ours)
+    conn = Connection(ours, "test")
+    closer = threading.Thread(target=conn.close, daemon=True)
+    closer.start()
+    assert conn.finished.wait(TIMEOUT)
+
+
+def test_abort_resets_the_connection(tcp_pair: Pair) -> None:
+    """abort() ends with a reset, not a FIN: the peer's read fails instead of reading end of file (§8)."""
+    ours, theirs = tcp_pair
+    abort(theirs)
+    assert select.select([ours], [], [], TIMEOUT)[0]
+    with pytest.raises(ConnectionResetError):
+        ours.recv(1)
