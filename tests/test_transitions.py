@@ -1,0 +1,299 @@
+"""Every cell of the state table (§7.5), driven on a live server.
+
+Each test brings a client to the phase of its cell, makes the event happen,
+and reads the reply the cell gives.  Then it shows the next phase by what
+the client can still do: a client still naming itself can choose a
+nickname, a waiting one is answered ``#wait``, a chatting one is relayed,
+and a closed one is closed.  The Matchmaker's lookups in the table are
+recorded too, so each test also proves that the server took the very cell
+it is about.
+
+The tests are made from :data:`~mechat.protocol.TRANSITIONS` itself: a new
+row of the table with no scenario here fails, as does a scenario for a cell
+the table does not have.
+"""
+
+import socket
+from typing import Callable, Dict, List
+
+import pytest
+
+from mechat.flood import TokenBucket
+from mechat.protocol import TRANSITIONS, Event, Phase
+from mechat.server import ChatHandler, ChatServer
+from tests.conftest import Cell, StartServer
+from tests.peers import Peer, meet, pair, waiting
+from tests.test_hardening import DROP_DEADLINE, FakeClock, SmallSendBuffer, send_until_refused
+
+N, W, C = Phase.NICKNAME, Phase.WAITING, Phase.CHATTING
+Scenario = Callable[[StartServer], None]
+
+#: Each cell's scenario; filled in by @scenario below.
+SCENARIOS: Dict[Cell, Scenario] = {}
+
+
+def scenario(phase: Phase, event: Event) -> Callable[[Scenario], Scenario]:
+    """Register a function as the scenario of the cell (phase, event)."""
+
+    def register(function: Scenario) -> Scenario:
+        SCENARIOS[phase, event] = function
+        return function
+
+    return register
+
+
+@pytest.mark.parametrize("cell", list(TRANSITIONS), ids=lambda cell: "%s-%s" % (cell[0].name, cell[1].name))
+def test_every_cell_gives_its_reply_and_its_next_phase(
+    cell: Cell, start_server: StartServer, cells_taken: List[Cell]
+) -> None:
+    """§7.5: in each phase, each event gets the cell's reply and leads to the cell's next phase."""
+    assert cell in SCENARIOS, "no scenario for %s in %s" % (cell[1].value, cell[0].name)
+    SCENARIOS[cell](start_server)
+    assert cell in cells_taken, "the server never took the cell it was driven to"
+
+
+def test_every_scenario_is_a_cell_of_the_table() -> None:
+    """§7.5: no scenario here tests a cell that the table does not have."""
+    assert set(SCENARIOS) == set(TRANSITIONS)
+
+
+# -- Getting to a phase, and showing which phase a client is in ---------------
+
+
+def naming(server: ChatServer) -> List[Peer]:
+    """Connect a client that the server has admitted, still without a nickname."""
+    peer = Peer(server.port)
+    peer.send("no name")
+    peer.expect("#invalid_nickname")  # so it has been read: admitted, and naming itself
+    return [peer]
+
+
+def queued(server: ChatServer) -> List[Peer]:
+    """Connect a client that waits in the queue, as alice."""
+    return [waiting(server.port, "alice")]
+
+
+def paired(server: ChatServer) -> List[Peer]:
+    """Connect alice and bob, chatting with each other."""
+    return pair(server.port)
+
+
+#: How to bring clients to each phase; the event happens to the first of them.
+REACH = {N: naming, W: queued, C: paired}
+
+
+def still_in(phase: Phase, peers: List[Peer]) -> None:
+    """Show that the clients are still in ``phase``, by what the first of them can do."""
+    if phase is N:
+        peers[0].send("late")  # it may still choose a nickname
+        peers[0].expect("#wait")
+    elif phase is W:
+        peers[0].send("anyone?")  # a message goes nowhere
+        peers[0].expect("#wait")
+    else:
+        peers[0].send("to bob")  # a line goes each way
+        peers[1].expect("to bob")
+        peers[1].send("to alice")
+        peers[0].expect("to alice")
+
+
+def alone_in_the_queue(server: ChatServer) -> None:
+    """Show that nobody waits: a newcomer is told #wait, not matched."""
+    waiting(server.port, "newcomer")
+
+
+def left_nothing_behind(server: ChatServer, phase: Phase, peers: List[Peer]) -> None:
+    """Show that the session of the first of ``peers`` is over for everyone (§8).
+
+    A waiter has left the queue; a partner is told, and closed.
+    """
+    if phase is W:
+        alone_in_the_queue(server)
+    if phase is C:
+        peers[1].expect("#user_quit", timeout=DROP_DEADLINE)
+        peers[1].expect_closed()
+
+
+# -- Lines answered in the phase they came in ---------------------------------
+
+
+#: The cells whose event is one line that its sender alone is answered, in
+#: the same phase: the line, and the reply.
+ANSWERED = {
+    (N, Event.INVALID_NICKNAME): ("has space", "#invalid_nickname"),
+    (N, Event.INVALID_COMMAND): ("/nickname alice", "#invalid_command"),  # no renames before a name
+    (W, Event.MESSAGE): ("hello?", "#wait"),
+    (W, Event.RENAME): ("/nickname alicia", "#nickname_changed_alicia"),
+    (W, Event.INVALID_NICKNAME): ("/nickname has space", "#invalid_nickname"),
+    (W, Event.INVALID_MESSAGE): ("#not yours", "#invalid_message"),
+    (W, Event.INVALID_COMMAND): ("/who", "#invalid_command"),
+    (C, Event.INVALID_NICKNAME): ("/nickname has space", "#invalid_nickname"),
+    (C, Event.INVALID_MESSAGE): ("#not yours", "#invalid_message"),
+    (C, Event.INVALID_COMMAND): ("/who", "#invalid_command"),
+}
+
+
+def answered(phase: Phase, line: str, reply: str) -> Scenario:
+    """Make the scenario of a line answered with ``reply`` in ``phase``, which it stays in."""
+
+    def run(start_server: StartServer) -> None:
+        peers = REACH[phase](start_server())
+        peers[0].send(line)
+        peers[0].expect(reply)
+        still_in(phase, peers)
+
+    return run
+
+
+class Rationed(ChatHandler):
+    """A handler whose flood control runs on the test's clock: one line, then one more a tick."""
+
+    clock = FakeClock()
+
+    def setup(self) -> None:
+        """Prepare as usual, with a bucket of one token that the test refills."""
+        super().setup()
+        self.flood = TokenBucket(1, clock=Rationed.clock)
+
+
+def over_the_rate(phase: Phase) -> Scenario:
+    """Make the scenario of a line over the rate in ``phase``: refused, and the phase stays (§9.5)."""
+
+    def run(start_server: StartServer) -> None:
+        peers = REACH[phase](start_server(Rationed))  # each has sent its one line
+        peers[0].send("alice")
+        peers[0].expect("#rate_limited")
+        Rationed.clock.now += 1  # one more line each
+        still_in(phase, peers)
+
+    return run
+
+
+# -- Sessions that end ---------------------------------------------------------
+
+
+def ending(phase: Phase, end: Callable[[Peer], None]) -> Scenario:
+    """Make the scenario of a client in ``phase`` that ends its session with ``end`` (§8)."""
+
+    def run(start_server: StartServer) -> None:
+        server = start_server()
+        peers = REACH[phase](server)
+        end(peers[0])
+        peers[0].expect_closed()
+        left_nothing_behind(server, phase, peers)
+
+    return run
+
+
+def quit(peer: Peer) -> None:
+    """Send /quit."""
+    peer.send("/quit")
+
+
+def hang_up(peer: Peer) -> None:
+    """Send end of file, and keep reading."""
+    peer.sock.shutdown(socket.SHUT_WR)
+
+
+def shutdown_in(phase: Phase) -> Scenario:
+    """Make the scenario of a server that stops while its clients are in ``phase`` (§10)."""
+
+    def run(start_server: StartServer) -> None:
+        server = start_server()
+        peers = REACH[phase](server)
+        server.shutdown()
+        server.server_close()
+        for peer in peers:
+            peer.expect("#server_shutdown")
+            peer.expect_closed()
+
+    return run
+
+
+def dropped(phase: Phase, line: bytes) -> Scenario:
+    """Make the scenario of a client in ``phase`` that sends ``line`` and never reads (§9.4).
+
+    Its replies, or its partner's lines, back up until a write to it takes
+    longer than the send timeout, and the server drops it.
+    """
+
+    def run(start_server: StartServer) -> None:
+        server = start_server(SmallSendBuffer, send_timeout=0.3, max_rate=0)
+        peers = REACH[phase](server)
+        sock = peers[0].sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the replies back up at once
+        sock.settimeout(DROP_DEADLINE)
+        assert send_until_refused(sock, line * 1000, 10_000), "never dropped: the server still reads"
+        left_nothing_behind(server, phase, peers)
+
+    return run
+
+
+for _cell, (_line, _reply) in ANSWERED.items():
+    scenario(*_cell)(answered(_cell[0], _line, _reply))
+for _phase in (N, W, C):
+    scenario(_phase, Event.RATE_LIMITED)(over_the_rate(_phase))
+    scenario(_phase, Event.QUIT)(ending(_phase, quit))
+    scenario(_phase, Event.HANG_UP)(ending(_phase, hang_up))
+    scenario(_phase, Event.SHUTDOWN)(shutdown_in(_phase))
+    scenario(_phase, Event.DROPPED)(dropped(_phase, b"#not a nickname nor a message\n"))
+
+
+# -- The cells that change more than one client, or come from the server -------------
+
+
+@scenario(N, Event.NICKNAME)
+def nickname_while_naming(start_server: StartServer) -> None:
+    peers = naming(start_server())
+    peers[0].send("alice")
+    peers[0].expect("#wait")
+    still_in(W, peers)
+
+
+@scenario(N, Event.TIMEOUT)
+def timeout_while_naming(start_server: StartServer) -> None:
+    alice = Peer(start_server(nickname_timeout=0.3).port)
+    alice.expect("#nickname_timeout")
+    alice.expect_closed()
+
+
+@scenario(N, Event.SERVER_FULL)
+def server_full_on_arrival(start_server: StartServer) -> None:
+    server = start_server(max_clients=1)
+    naming(server)
+    late = Peer(server.port)
+    late.expect("#server_full")
+    late.expect_closed()
+
+
+@scenario(W, Event.PARTNER_FOUND)
+def partner_found_while_waiting(start_server: StartServer) -> None:
+    server = start_server()
+    [alice] = queued(server)
+    bob = meet(server.port, alice, "alice", "bob")
+    still_in(C, [alice, bob])
+
+
+@scenario(C, Event.MESSAGE)
+def message_while_chatting(start_server: StartServer) -> None:
+    alice, bob = pair(start_server().port)
+    alice.send("hi bob")
+    bob.expect("hi bob")
+    still_in(C, [alice, bob])
+
+
+@scenario(C, Event.RENAME)
+def rename_while_chatting(start_server: StartServer) -> None:
+    alice, bob = pair(start_server().port)
+    alice.send("/nickname alicia")
+    alice.expect("#nickname_changed_alicia")
+    bob.expect("#partner_renamed_alicia")
+    still_in(C, [alice, bob])
+
+
+@scenario(C, Event.PARTNER_LEFT)
+def partner_left_while_chatting(start_server: StartServer) -> None:
+    alice, bob = pair(start_server().port)
+    bob.close()
+    alice.expect("#user_quit")
+    alice.expect_closed()
