@@ -272,6 +272,12 @@ class Phase(enum.Enum):
     CHATTING = "chatting"
     CLOSED = "closed"
 
+    # Each member is one object, equal only to itself, so identity is a
+    # true hash.  Enum's own __hash__ is Python code, and every relayed
+    # batch looks a (phase, event) pair up in TRANSITIONS: two Python calls
+    # fewer a batch (ping-pong of one pair: 72 -> 68 calls a round trip).
+    __hash__ = object.__hash__
+
 
 class Event(enum.Enum):
     """What happened to a connection: a kind of line, or something else (§7.5)."""
@@ -291,6 +297,8 @@ class Event(enum.Enum):
     SHUTDOWN = "server shutdown"
     SERVER_FULL = "server full"
     DROPPED = "write failed or too slow"
+
+    __hash__ = object.__hash__  # as Phase's, for the lookups in TRANSITIONS
 
 
 #: The refusals of §6: for each event that refuses a line, the notice that

@@ -152,7 +152,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 self.reach_flush_point()
             else:
                 self.act_on(received)
-            if self.session_over():
+            if self.phase is Phase.CLOSED:
                 break  # §7.4: nothing more is read
         self.pass_on()
 
@@ -161,7 +161,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         step = self.matchmaker.leave(self.conn, Event.HANG_UP)  # a session already over just leaves
         if step.ended:
             log.info("%s (%s) left; telling its partner", self.conn.address, self.conn.nickname)
-        self.expect_writes(step)
+        self.follow(step)
         self.outboxes_to_write.add(self.conn)
         self.write_outboxes()
         self.conn.close()
@@ -301,21 +301,18 @@ class ChatHandler(socketserver.BaseRequestHandler):
     # -- Writing ---------------------------------------------------------------
 
     def follow(self, step: Step) -> None:
-        """Take our new phase from a step of our own session, and what it asks us to write."""
+        """Take our phase from a step of our session, and note what to write and whom to wake."""
         self.phase = step.phase
-        self.expect_writes(step)
-
-    def expect_writes(self, step: Step) -> None:
-        """Note the outboxes a step filled and the sessions it ended, for the next flush point."""
         self.outboxes_to_write.update(step.filled)
-        self.sessions_to_wake.extend(step.ended)
+        if step.ended:
+            self.sessions_to_wake.extend(step.ended)
 
     def write_outboxes(self) -> None:
         """Write every outbox filled since the last flush point, then wake the sessions we ended."""
         while self.outboxes_to_write:
             self.deliver(self.outboxes_to_write.pop())
-        ended, self.sessions_to_wake = self.sessions_to_wake, []
-        for chatter in ended:
+        while self.sessions_to_wake:
+            chatter = self.sessions_to_wake.pop()
             # Wake its handler, which closes it; not SHUT_RDWR, whose FIN makes
             # the kernel answer a still-sending client with a reset that can
             # drop the #user_quit just written (its close() lingers instead).
@@ -332,9 +329,9 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def drop(self, connection: Connection, error: OSError) -> None:
         """Disconnect a client we could not write to, maybe our own; its partner is told (§9.4)."""
         log.warning("%s (%s) dropped: %s", connection.address, connection.nickname, error.__class__.__name__)
-        step = self.matchmaker.leave(connection, Event.DROPPED)
+        # Our own session ends too: the client dropped is ours, or our partner.
+        self.follow(self.matchmaker.leave(connection, Event.DROPPED))
         connection.hang_up()
-        self.expect_writes(step)
 
 
 class ChatServer(socketserver.ThreadingTCPServer):
