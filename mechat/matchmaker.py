@@ -9,7 +9,7 @@ runs while the lock is held (see "Locks" below).
 Every event of §7.5 that involves more than one connection's own thread
 comes here, and each one moves a phase by the state table alone:
 ``Matchmaker._move`` looks the event up with
-:func:`mechat.protocol.transition`, which raises for an event the table has
+:func:`mechat.protocol.next_phase`, which raises for an event the table has
 no cell for.  A closed session takes no more events (§7.4): ``_move``
 refuses them, and the method that was asked reports the session over.
 Each public method returns a :class:`Step`, the one shape in which the
@@ -52,7 +52,7 @@ import threading
 from collections import deque
 from typing import Deque, List, NamedTuple, Optional, Set, Tuple
 
-from mechat.protocol import DEFAULT_MAX_CLIENTS, REFUSALS, Event, Notice, Phase, notice, transition
+from mechat.protocol import CLOSED, DEFAULT_MAX_CLIENTS, REFUSALS, Event, Notice, Phase, next_phase, notice
 
 
 class Chatter:
@@ -250,9 +250,9 @@ class Matchmaker:
 
         The only place a phase changes (§7.5).  Call with the lock held.
         """
-        if chatter.phase is Phase.CLOSED:
+        if chatter.phase is CLOSED:
             return False  # §7.4: a closed session takes no more events
-        chatter.phase = transition(chatter.phase, event).next_phase
+        chatter.phase = next_phase(chatter.phase, event)
         return True
 
     def _post(self, chatter: Chatter, line: bytes) -> None:

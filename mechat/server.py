@@ -44,7 +44,7 @@ from mechat import protocol
 from mechat.connection import POLLIN, Connection, poll_for
 from mechat.flood import TokenBucket
 from mechat.matchmaker import Chatter, Matchmaker, Step
-from mechat.protocol import Event, Line, Parsed, Phase, ProtocolError, parse_line
+from mechat.protocol import CLOSED, NICKNAME, Event, Line, Parsed, Phase, ProtocolError, parse_line
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 self.reach_flush_point()
             else:
                 self.act_on(received)
-            if self.phase is Phase.CLOSED:
+            if self.phase is CLOSED:
                 break  # §7.4: nothing more is read
         self.pass_on()
 
@@ -206,7 +206,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def act_on(self, line: Line) -> None:
         """Do what one line asks: batch a message, or pass the batch on and run the command."""
         parsed = self.parse(line)
-        if parsed.event is Event.MESSAGE:
+        if parsed is protocol.MESSAGE:  # parse_line's one Parsed for every message
             assert isinstance(line, bytes)  # parse_line accepted it, so it is not TOO_LONG
             self.batch.append(line + protocol.LF)
             return
@@ -286,7 +286,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         # may still have megabytes on the way, and parsing them would cost
         # the CPU that the clients still connected need.
         self.phase = self.matchmaker.phase_of(self.conn)
-        if self.phase is Phase.NICKNAME:
+        if self.phase is NICKNAME:
             self.watch_the_nickname_timer()
 
     def watch_the_nickname_timer(self) -> None:

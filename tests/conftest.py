@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator, List, Tuple, Type
 import pytest
 
 from mechat import protocol
-from mechat.protocol import Event, Phase, Transition
+from mechat.protocol import Event, Phase
 from mechat.server import ChatHandler, ChatServer, Limits
 from tests import wire
 from tests.leaks import Baseline
@@ -151,11 +151,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def cells_taken(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[Cell]]:
     """Record every cell the Matchmaker looks up while the test runs."""
     taken: List[Cell] = []
-    real = protocol.transition
+    real = protocol.next_phase
 
-    def recording(phase: Phase, event: Event) -> Transition:
+    def recording(phase: Phase, event: Event) -> Phase:
         taken.append((phase, event))
         return real(phase, event)
 
-    monkeypatch.setattr("mechat.matchmaker.transition", recording)
+    monkeypatch.setattr("mechat.matchmaker.next_phase", recording)
     yield taken
