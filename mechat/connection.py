@@ -117,9 +117,9 @@ class Connection(Chatter):
     def flush(self, matchmaker: Matchmaker) -> None:
         """Write everything this connection is owed; raise OSError if it can't be."""
         with self._send_lock:
-            owed = matchmaker.take_outbox(self)
-            if owed and not self._closed:
-                send_within(self.sock, owed, self.send_timeout)
+            lines = matchmaker.take_outbox(self)
+            if lines and not self._closed:
+                send_within(self.sock, lines, self.send_timeout)
 
     def is_being_written(self) -> bool:
         """Tell whether some thread is writing to this connection at this moment."""

@@ -93,14 +93,8 @@ class Peer:
 
     @property
     def buffer(self) -> bytes:
-        """Every octet received and not yet read, as it came: for reports, and for tests that recv()."""
+        """Every octet received and not yet read, as it came: for reports, and to check a close left none."""
         return b"".join(line + LF for line in self.unread) + self.incoming.unterminated
-
-    @buffer.setter
-    def buffer(self, data: bytes) -> None:
-        self.unread.clear()
-        self.incoming = LineCutter()
-        self.take(data)
 
     def poll_readable(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for data or end of file (poll has no fd limit)."""
@@ -154,7 +148,23 @@ def meet(port: int, waiter: Peer, waiter_nickname: str, nickname: str) -> Peer:
     return newcomer
 
 
+def meet_non_reader(port: int, waiter: Peer, nickname: str) -> Peer:
+    """Connect a peer as ``nickname`` that will never read, and see ``waiter`` matched with it (§7.1)."""
+    non_reader = Peer(port)
+    non_reader.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills quickly
+    non_reader.send(nickname)
+    waiter.expect("#matched_to_" + nickname)
+    return non_reader
+
+
 def pair(port: int, first: str = "alice", second: str = "bob") -> List[Peer]:
     """Connect two peers and see them matched, the first one after a #wait."""
     waiter = waiting(port, first)
     return [waiter, meet(port, waiter, first, second)]
+
+
+def expect_refused(sender: Peer, partner: Peer, line: Union[str, bytes], refusal: str) -> None:
+    """Send ``line`` and one more: ``refusal`` comes back, and the partner gets the second line only."""
+    sender.send(line, "after")
+    sender.expect(refusal)
+    partner.expect("after")

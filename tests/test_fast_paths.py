@@ -5,10 +5,8 @@ what it does.  These tests pin the behaviour each one could have broken,
 against the real server on 127.0.0.1.
 """
 
-import hashlib
 import select
 import socket
-import threading
 from typing import List
 
 import pytest
@@ -17,7 +15,8 @@ from mechat import protocol
 from mechat.connection import Connection, send_within
 from mechat.server import ChatServer, connection_of
 from tests.conftest import StartServer
-from tests.peers import NICKNAME_ROOM, TIMEOUT, Peer, pair
+from tests.peers import NICKNAME_ROOM, TIMEOUT, Peer, meet, pair
+from tests.test_connection import assert_send_within_delivers_all
 
 #: Lines of 1,999 octets that one sendall() carries in the slow-consumer test.
 CHUNK = (b"x" * 1999 + b"\n") * 100
@@ -50,22 +49,8 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(start_ser
 
 def test_send_within_delivers_everything_past_a_full_window() -> None:
     """send_within() waits out a full receive window and sends the rest, in order."""
-    data = bytes(range(256)) * 20_000  # 5 MB, far more than a socket pair buffers
     writer, reader = socket.socketpair()
-    reader.settimeout(10)
-    received: List[bytes] = []
-
-    def read_all() -> None:
-        while sum(map(len, received)) < len(data):
-            received.append(reader.recv(65536))
-
-    thread = threading.Thread(target=read_all, daemon=True)
-    thread.start()
-    send_within(writer, data, seconds=30)
-    thread.join(timeout=30)
-    whole = b"".join(received)
-    assert len(whole) == len(data)
-    assert hashlib.sha256(whole).digest() == hashlib.sha256(data).digest()
+    assert_send_within_delivers_all(writer, reader)
     writer.close()
     reader.close()
 
@@ -88,10 +73,7 @@ def test_sockets_have_no_python_timeout_in_any_phase(start_server: StartServer) 
     assert [conn.sock.gettimeout() for conn in connections(server)] == [None]
     alice.send("alice")
     alice.expect("#wait")
-    bob = Peer(server.port)
-    bob.send("bob")
-    bob.expect("#matched_to_alice")
-    alice.expect("#matched_to_bob")
+    bob = meet(server.port, alice, "alice", "bob")
     assert [conn.sock.gettimeout() for conn in connections(server)] == [None, None]
     alice.close()
     bob.close()

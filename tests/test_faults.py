@@ -21,7 +21,7 @@ import pytest
 from mechat.server import ChatServer
 from tests import leaks
 from tests.leaks import Baseline
-from tests.peers import Peer, pair, waiting
+from tests.peers import Peer, expect_refused, pair, waiting
 from tests.streams import numbered, numbered_line, read_until
 
 #: Every octet value, so every LF in it splits off a line of binary.
@@ -52,9 +52,7 @@ def test_garbage_nickname_is_refused(checked_server: ChatServer, garbage: bytes)
 def test_garbage_message_is_refused_and_never_relayed(checked_server: ChatServer, garbage: bytes) -> None:
     """§4, §2.4: a line that is not a message gets #invalid_message and reaches nobody."""
     alice, bob = pair(checked_server.port)
-    alice.send(garbage, "clean")
-    alice.expect("#invalid_message")
-    bob.expect("clean")
+    expect_refused(alice, bob, garbage, "#invalid_message")
 
 
 def test_garbage_while_waiting_is_refused(checked_server: ChatServer) -> None:

@@ -7,25 +7,24 @@ are limits, not clocks: no test asserts how long anything took, and none
 sleeps; each waits, with a deadline, for the line the spec says comes next.
 """
 
-import contextlib
 import select
 import socket
-import threading
 import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, ClassVar, Iterator, List, Optional
+from typing import Callable, ClassVar, List, Optional, Tuple
 
 import pytest
 
 from mechat.connection import Connection
 from mechat.flood import TokenBucket
 from mechat.protocol import Line, Parsed, Phase
-from mechat.server import ChatHandler
+from mechat.server import ChatHandler, ChatServer
+from tests.background import in_background
 from tests.conftest import StartServer
 from tests.leaks import Baseline
-from tests.peers import NICKNAME_ROOM, TIMEOUT, Peer, pair
-from tests.streams import read_to_close
+from tests.peers import NICKNAME_ROOM, TIMEOUT, Peer, meet, meet_non_reader, pair, waiting
+from tests.streams import numbered, read_to_close
 
 #: A flood chunk, made once so that the test's own allocations stay out of the trace.
 CHUNK = b"x" * 65536
@@ -122,18 +121,13 @@ def test_nickname_timeout_spares_those_who_chose_one(start_server: StartServer) 
     """§9.2: the timeout applies only to the nickname phase; waiting and chatting clients stay."""
     server = start_server(nickname_timeout=NICKNAME_ROOM)  # room for the others to name themselves first
     alice, bob = pair(server.port)
-    carol = Peer(server.port)
-    carol.send("carol")
-    carol.expect("#wait")
+    carol = waiting(server.port, "carol")
     silent = Peer(server.port)
     silent.expect("#nickname_timeout", timeout=NICKNAME_ROOM + TIMEOUT)  # passed for everybody above
     silent.expect_closed()
     alice.send("still here")
     bob.expect("still here")
-    dave = Peer(server.port)
-    dave.send("dave")
-    dave.expect("#matched_to_carol")
-    carol.expect("#matched_to_dave")
+    meet(server.port, carol, "carol", "dave")
 
 
 # -- §9.3 maximum clients ----------------------------------------------------
@@ -143,9 +137,7 @@ def test_client_past_the_maximum_is_refused_and_others_carry_on(start_server: St
     """§9.3: the N+1-th connection gets #server_full and is closed; a freed place is reused."""
     server = start_server(max_clients=3)
     alice, bob = pair(server.port)
-    carol = Peer(server.port)
-    carol.send("carol")
-    carol.expect("#wait")
+    carol = waiting(server.port, "carol")
     extra = Peer(server.port)
     extra.expect("#server_full")
     extra.expect_closed()
@@ -154,21 +146,10 @@ def test_client_past_the_maximum_is_refused_and_others_carry_on(start_server: St
     alice.send("/quit")
     alice.expect_closed()  # alice's handler has left the Matchmaker before it closed
     bob.expect("#user_quit")
-    dave = Peer(server.port)
-    dave.send("dave")
-    dave.expect("#matched_to_carol")
-    carol.expect("#matched_to_dave")
+    meet(server.port, carol, "carol", "dave")
 
 
 # -- §9.4 send timeout (slow consumer) ---------------------------------------
-
-
-def non_reader(port: int, nickname: str) -> socket.socket:
-    """Connect a client that sends its nickname and then never reads."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills quickly
-    sock.sendall(nickname.encode("ascii") + b"\n")
-    return sock
 
 
 def send_until_refused(sock: socket.socket, line: bytes, count: int) -> bool:
@@ -179,16 +160,6 @@ def send_until_refused(sock: socket.socket, line: bytes, count: int) -> bool:
     except OSError:
         return True  # the server closed us: what the test is waiting for
     return False
-
-
-@contextlib.contextmanager
-def in_background(target: Callable[[], object]) -> Iterator[None]:
-    """Run ``target`` in a thread, and join it when the test is done with it."""
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    yield
-    thread.join(timeout=DROP_DEADLINE)
-    assert not thread.is_alive(), "background sender never finished"
 
 
 #: Seconds the slow-consumer defence may take to drop a non-reader: a hang
@@ -214,22 +185,23 @@ class SmallSendBuffer(ChatHandler):
         self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
 
 
-def slow_consumer_drops_partner(port: int, flood: Callable[[Peer, socket.socket], object]) -> None:
-    """Pair alice with a non-reader, run ``flood``; alice must get #user_quit, then a close."""
+def alice_and_non_reader(port: int) -> Tuple[Peer, Peer]:
+    """Return alice, and bob who never reads, matched; bob's sends may wait as long as a drop takes."""
+    alice = waiting(port, "alice")
+    bob = meet_non_reader(port, alice, "bob")
+    bob.sock.settimeout(DROP_DEADLINE)  # its sender must outlast a slow server, or nothing fills up
+    return alice, bob
+
+
+def slow_consumer_drops_partner(port: int, flood: Callable[[socket.socket, socket.socket], object]) -> None:
+    """Pair alice with a non-reader, run ``flood`` on their sockets; alice must get #user_quit, a close."""
     baseline = Baseline()
-    alice = Peer(port)
-    alice.send("alice")
-    alice.expect("#wait")
-    bob = non_reader(port, "bob")
-    bob.settimeout(DROP_DEADLINE)  # its sender must outlast a slow server, or nothing fills up
-    try:
-        alice.expect("#matched_to_bob")
-        with in_background(lambda: flood(alice, bob)):
-            alice.expect("#user_quit", timeout=DROP_DEADLINE)
-            alice.expect_closed()
-    finally:
-        alice.close()
-        bob.close()  # not a Peer, so the fixtures would not close it
+    alice, bob = alice_and_non_reader(port)
+    with in_background(lambda: flood(alice.sock, bob.sock), DROP_DEADLINE):
+        alice.expect("#user_quit", timeout=DROP_DEADLINE)
+        alice.expect_closed()
+    alice.close()
+    bob.close()
     baseline.settle()  # the server let go of bob's thread and socket too
 
 
@@ -237,7 +209,7 @@ def test_partner_that_never_reads_is_dropped(start_server: StartServer) -> None:
     """§9.4: a write blocked past --send-timeout drops the non-reader; the sender gets #user_quit."""
     server = start_server(SmallSendBuffer, send_timeout=0.3, max_rate=0)
     line = b"y" * 999 + b"\n"
-    slow_consumer_drops_partner(server.port, lambda alice, bob: send_until_refused(alice.sock, line, 40_000))
+    slow_consumer_drops_partner(server.port, lambda alice, bob: send_until_refused(alice, line, 40_000))
 
 
 def test_non_reader_that_floods_its_own_replies_is_dropped(start_server: StartServer) -> None:
@@ -278,21 +250,17 @@ def test_dropped_client_is_read_no_further(start_server: StartServer) -> None:
     LateReader.late.clear()
     LateReader.connections.clear()
     server = start_server(LateReader, send_timeout=0.3, max_rate=0)
-    alice = Peer(server.port)
-    alice.send("alice")
-    alice.expect("#wait")
-    bob = non_reader(server.port, "bob")
-    bob.settimeout(DROP_DEADLINE)
-    try:
-        alice.expect("#matched_to_bob")
-        [bobs] = [conn for conn in LateReader.connections if conn.nickname == "bob"]
-        refused = []
-        with in_background(lambda: refused.append(send_until_refused(bob, b"#x\n" * 1000, 10_000))):
-            alice.expect("#user_quit", timeout=DROP_DEADLINE)
-            alice.expect_closed()
-            assert bobs.finished.wait(DROP_DEADLINE), "bob's handler never closed his socket"
-    finally:
-        bob.close()
+    alice, bob = alice_and_non_reader(server.port)
+    [bobs] = [conn for conn in LateReader.connections if conn.nickname == "bob"]
+    refused: List[bool] = []
+
+    def flood() -> None:
+        refused.append(send_until_refused(bob.sock, b"#x\n" * 1000, 10_000))
+
+    with in_background(flood, DROP_DEADLINE):
+        alice.expect("#user_quit", timeout=DROP_DEADLINE)
+        alice.expect_closed()
+        assert bobs.finished.wait(DROP_DEADLINE), "bob's handler never closed his socket"
     assert refused == [True], "bob sent all 30 MB: the server was still reading him"
     assert LateReader.late == [], "parsed %d lines after bob was dropped" % len(LateReader.late)
 
@@ -354,8 +322,8 @@ def gather(peers: List[Peer], total: int) -> List[List[bytes]]:
             if peer.sock in readable:
                 data = peer.sock.recv(65536)
                 assert data, "connection closed while lines were still due"
-                peer.buffer += data
-            while b"\n" in peer.buffer:
+                peer.take(data)
+            while peer.unread:
                 received[index].append(peer.read_line())
     return received
 
@@ -364,11 +332,11 @@ def test_lines_over_the_rate_are_refused_never_dropped(start_server: StartServer
     """§9.5: past --max-rate each line gets #rate_limited; refused plus relayed is all that was sent."""
     server = start_server(max_rate=1)
     alice, bob = pair(server.port)
-    sent = ["line %d" % number for number in range(20)]
+    sent = numbered("alice", 20)
     alice.send(*sent)
     replies, relayed = gather([alice, bob], len(sent))
     assert replies and set(replies) == {b"#rate_limited"}
-    assert relayed == [line for line in map(str.encode, sent) if line in relayed]  # in order
+    assert relayed == [line for line in sent if line in relayed]  # in order
 
 
 def test_burst_below_the_rate_passes(start_server: StartServer) -> None:
@@ -379,26 +347,24 @@ def test_burst_below_the_rate_passes(start_server: StartServer) -> None:
     bob.expect("1", "2", "3", "4")
 
 
-def test_default_rate_lets_a_script_through(start_server: StartServer) -> None:
-    """§9.5: the default rate relays a script's 300 lines sent at once, none refused."""
-    server = start_server()
+def all_relayed_at_once(server: ChatServer, count: int) -> None:
+    """Send ``count`` lines in one write; fail unless all are relayed and none refused."""
     alice, bob = pair(server.port)
-    sent = ["scripted %d" % number for number in range(300)]
+    sent = numbered("alice", count)
     alice.send(*sent)
     bob.expect(*sent)
     bob.send("done")
     alice.expect("done")  # and alice got no #rate_limited before it
 
 
+def test_default_rate_lets_a_script_through(start_server: StartServer) -> None:
+    """§9.5: the default rate relays a script's 300 lines sent at once, none refused."""
+    all_relayed_at_once(start_server(), 300)
+
+
 def test_rate_zero_turns_flood_control_off(start_server: StartServer) -> None:
     """§9.5: --max-rate 0 relays every line, however fast."""
-    server = start_server(max_rate=0)
-    alice, bob = pair(server.port)
-    sent = ["fast %d" % number for number in range(5000)]
-    alice.send(*sent)
-    bob.expect(*sent)
-    bob.send("done")
-    alice.expect("done")
+    all_relayed_at_once(start_server(max_rate=0), 5000)
 
 
 class FakeClock:

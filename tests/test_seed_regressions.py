@@ -9,13 +9,12 @@ must still chat and no thread or descriptor may be left behind, which is the
 """
 
 import contextlib
-import socket
 import threading
 import time
 
 from mechat import protocol
 from mechat.server import ChatServer
-from tests.peers import Peer, meet, pair, waiting
+from tests.peers import Peer, meet, meet_non_reader, pair, waiting
 from tests.streams import numbered, send_all, send_until_closed
 
 
@@ -84,10 +83,7 @@ class Flood(threading.Thread):
 def test_non_reading_client_does_not_stall_others(checked_server: ChatServer) -> None:
     """§9.4: while one client does not read, other pairs keep chatting at full speed."""
     alice = waiting(checked_server.port, "alice")
-    stuck = Peer(checked_server.port)
-    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stuck.send("stuck")
-    alice.expect("#matched_to_stuck")
+    stuck = meet_non_reader(checked_server.port, alice, "stuck")
     flood = Flood(alice, 30)
     flood.start()  # far more than the kernel buffers: alice's handler blocks writing to stuck
     carol, dave = pair(checked_server.port, "carol", "dave")

@@ -11,7 +11,7 @@ from typing import Dict, List
 import pytest
 
 from mechat.server import ChatServer
-from tests.peers import Peer, pair
+from tests.peers import Peer, expect_refused, meet, pair, waiting
 
 LIMIT = 2000
 
@@ -68,10 +68,7 @@ def test_line_while_waiting_gets_wait(server: ChatServer) -> None:
     alice = Peer(server.port)
     alice.send("alice", "anyone there?", "#bad")
     alice.expect("#wait", "#wait", "#invalid_message")
-    bob = Peer(server.port)
-    bob.send("bob")
-    bob.expect("#matched_to_alice")
-    alice.expect("#matched_to_bob")
+    meet(server.port, alice, "alice", "bob")
 
 
 def test_waiting_client_that_talks_is_never_matched_with_itself(server: ChatServer) -> None:
@@ -81,18 +78,13 @@ def test_waiting_client_that_talks_is_never_matched_with_itself(server: ChatServ
     alice.expect("#wait", *["#wait"] * 20)
     alice.send("/nickname alicia")
     alice.expect("#nickname_changed_alicia")
-    bob = Peer(server.port)
-    bob.send("bob")
-    bob.expect("#matched_to_alicia")
-    alice.expect("#matched_to_bob")
+    meet(server.port, alice, "alicia", "bob")
 
 
 @pytest.mark.parametrize("how", ["quit", "close", "reset"])
 def test_ghost_waiter_is_never_handed_out(server: ChatServer, how: str) -> None:
     """§7.2, §8: a waiter that quits, closes or resets is withdrawn at once."""
-    ghost = Peer(server.port)
-    ghost.send("ghost")
-    ghost.expect("#wait")
+    ghost = waiting(server.port, "ghost")
     if how == "quit":
         ghost.send("/quit")
         ghost.expect_closed()
@@ -100,13 +92,7 @@ def test_ghost_waiter_is_never_handed_out(server: ChatServer, how: str) -> None:
         ghost.close()
     else:
         ghost.reset()
-    newcomer = Peer(server.port)
-    newcomer.send("newcomer")
-    newcomer.expect("#wait")
-    partner = Peer(server.port)
-    partner.send("partner")
-    partner.expect("#matched_to_newcomer")
-    newcomer.expect("#matched_to_partner")
+    pair(server.port, "newcomer", "partner")  # the newcomer waits: the ghost is not handed out
 
 
 # -- §7.3 Chatting ------------------------------------------------------------------
@@ -138,9 +124,7 @@ def test_two_messages_in_one_segment_are_two_messages(server: ChatServer) -> Non
 def test_invalid_messages_are_refused_and_not_relayed(server: ChatServer, bad: bytes) -> None:
     """§4: an empty, #-led, non-UTF-8 or control-laden line gets #invalid_message only."""
     alice, bob = pair(server.port)
-    alice.send(bad, b"fine")
-    alice.expect("#invalid_message")
-    bob.expect("fine")
+    expect_refused(alice, bob, bad, "#invalid_message")
 
 
 @pytest.mark.parametrize(
@@ -159,18 +143,14 @@ def test_message_at_the_limit_is_relayed(server: ChatServer, text: str) -> None:
 def test_message_over_the_limit_is_refused_whole(server: ChatServer, text: str) -> None:
     """§2.3: a line over 2000 octets gets one #invalid_message and no part of it is forwarded."""
     alice, bob = pair(server.port)
-    alice.send(text, "after")
-    alice.expect("#invalid_message")
-    bob.expect("after")
+    expect_refused(alice, bob, text, "#invalid_message")
 
 
 @pytest.mark.parametrize("command", ["/quitnow", "/QUIT", "/quit now", "/nick bob", "/", "/help"])
 def test_commands_match_exactly(server: ChatServer, command: str) -> None:
     """§5.3: a command matches whole and case-sensitively; anything else is #invalid_command."""
     alice, bob = pair(server.port)
-    alice.send(command, "still here")
-    alice.expect("#invalid_command")
-    bob.expect("still here")
+    expect_refused(alice, bob, command, "#invalid_command")
 
 
 def test_nickname_change_tells_both(server: ChatServer) -> None:

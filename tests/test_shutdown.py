@@ -17,20 +17,20 @@ import queue
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any, Iterator, List, Optional
+from typing import IO, Any, ContextManager, Iterator, List, Optional
 
 import pytest
 
 from mechat.server import SHUTDOWN_GRACE, ChatServer
+from tests.background import in_background
 from tests.conftest import SHUTDOWN_WAIT, StartServer
 from tests.leaks import Baseline
-from tests.peers import TIMEOUT, Peer, pair
-from tests.streams import numbered, send_until_closed
+from tests.peers import TIMEOUT, Peer, meet_non_reader, pair, waiting
+from tests.streams import numbered, read_to_close, send_until_closed
 
 #: The worktree root, so that the subprocesses import this very mechat.
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,10 +46,7 @@ def one_in_every_phase(port: int) -> List[Peer]:
     alice, bob = pair(port)
     alice.send("hello")
     bob.expect("hello")
-    wanda = Peer(port)
-    wanda.send("wanda")
-    wanda.expect("#wait")
-    return [choosing, alice, bob, wanda]
+    return [choosing, alice, bob, waiting(port)]
 
 
 def expect_shutdown(peers: List[Peer]) -> None:
@@ -59,25 +56,19 @@ def expect_shutdown(peers: List[Peer]) -> None:
         peer.expect_closed()
 
 
-@contextlib.contextmanager
-def stopping(server: ChatServer) -> Iterator[None]:
-    """Stop ``server`` in another thread while the test reads; join that thread at the end.
+def stopping(server: ChatServer) -> ContextManager[None]:
+    """Stop ``server`` in another thread while the test reads; fail if server_close() never returns.
 
     server_close() waits for the clients to take #server_shutdown, and a
     client with megabytes still to read takes it only if someone reads
-    meanwhile: a test that stopped the server first and read afterwards
-    would pass only where the kernel's buffers happened to hold it all.
+    meanwhile.
     """
 
     def stop() -> None:
         server.shutdown()
         server.server_close()
 
-    stopper = threading.Thread(target=stop, daemon=True)
-    stopper.start()
-    yield
-    stopper.join(timeout=SHUTDOWN_WAIT)
-    assert not stopper.is_alive(), "server_close() never returned"
+    return in_background(stop, SHUTDOWN_WAIT)
 
 
 def test_server_close_tells_every_phase_and_leaves_nothing(start_server: StartServer) -> None:
@@ -150,13 +141,8 @@ def test_server_close_cuts_off_a_client_that_does_not_read(start_server: StartSe
     # non-reader can free the handler stuck writing to it in time.
     server = start_server(max_rate=0, send_timeout=2 * SHUTDOWN_WAIT)
     server.shutdown_grace = SHUTDOWN_GRACE  # the real grace: what runs out here is what is tested
-    alice = Peer(server.port)
-    alice.send("alice")
-    alice.expect("#wait")
-    stuck = Peer(server.port)
-    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stuck.send("stuck")
-    alice.expect("#matched_to_stuck")
+    alice = waiting(server.port, "alice")
+    stuck = meet_non_reader(server.port, alice, "stuck")
     assert flood_until_stuck(alice), "the server never stopped reading alice"
     server.shutdown()
     server.server_close()
@@ -167,17 +153,6 @@ def test_server_close_cuts_off_a_client_that_does_not_read(start_server: StartSe
     baseline.settle()
 
 
-def read_everything(peer: Peer) -> List[bytes]:
-    """Read as fast as the socket gives until the server closes; return the lines not yet read."""
-    received = bytearray(peer.buffer)
-    with contextlib.suppress(ConnectionResetError):
-        data = peer.sock.recv(65536)
-        while data:
-            received += data
-            data = peer.sock.recv(65536)
-    return bytes(received).split(b"\n")
-
-
 @pytest.mark.parametrize("phase", ["nickname", "chatting"])
 def test_burst_in_flight_ends_with_shutdown(start_server: StartServer, phase: str) -> None:
     """§6, §10: with a burst of refused lines in flight, #server_shutdown still comes, and last."""
@@ -186,9 +161,9 @@ def test_burst_in_flight_ends_with_shutdown(start_server: StartServer, phase: st
     flooder.send_raw(b"bad nick\x00\n" * 5000)
     flooder.read_line()  # the first refusal: the burst is being answered
     with stopping(server):
-        received = read_everything(flooder)
-    assert received[-2:] == [b"#server_shutdown", b""]  # the last line, then the close
-    assert b"#server_shutdown" not in received[:-2]
+        received = read_to_close(flooder, SHUTDOWN_WAIT)
+    assert received[-1:] == [b"#server_shutdown"] and not flooder.buffer  # the last line, then the close
+    assert b"#server_shutdown" not in received[:-1]
 
 
 # -- The real process ---------------------------------------------------------
