@@ -92,6 +92,9 @@ class Step(NamedTuple):
     ended: Tuple[Chatter, ...] = ()
 
 
+#: The event of every relayed batch, as a plain name (see protocol.CLOSED for why).
+MESSAGE = Event.MESSAGE
+
 #: The Step of an event that came after its session was closed (§7.4).
 SESSION_OVER = Step(Phase.CLOSED)
 
@@ -187,7 +190,7 @@ class Matchmaker:
         """
         with self._changed:
             partner = sender.partner
-            if not self._move(sender, Event.MESSAGE):
+            if not self._move(sender, MESSAGE):
                 return SESSION_OVER
             if partner is None:  # still waiting: nobody to relay to
                 for _ in lines:
