@@ -267,13 +267,17 @@ class Session:
         client.ask(nickname.encode("ascii"), WAIT)
         return client
 
+    def meet(self, waiter: Client, nickname: str) -> Client:
+        """Connect as ``nickname`` and see it matched with ``waiter``, each told the other's name (§7.1)."""
+        newcomer = self.connect(nickname)
+        newcomer.ask(nickname.encode("ascii"), MATCHED_TO + waiter.name.encode("ascii"))
+        waiter.expect(MATCHED_TO + nickname.encode("ascii"))
+        return newcomer
+
     def pair(self, first: str = "alice", second: str = "bob") -> Tuple[Client, Client]:
         """Connect two clients and see them matched to each other (§7.1)."""
         waiter = self.join(first)
-        newcomer = self.connect(second)
-        newcomer.ask(second.encode("ascii"), MATCHED_TO + first.encode("ascii"))
-        waiter.expect(MATCHED_TO + second.encode("ascii"))
-        return waiter, newcomer
+        return waiter, self.meet(waiter, second)
 
     def close(self) -> None:
         """Hang up every client and wait, within one timeout, for the server to close them.
@@ -620,10 +624,7 @@ def line_while_waiting(session: Session) -> Exchange:
     """Answer a waiter's message with #wait; the partner who comes later never sees it."""
     wanda = session.join("wanda")
     exchange = wanda.ask(b"anyone there?", WAIT)
-    walter = session.connect("walter")
-    walter.ask(b"walter", MATCHED_TO + b"wanda")
-    wanda.expect(MATCHED_TO + b"walter")
-    still_chatting(wanda, walter)
+    still_chatting(wanda, session.meet(wanda, "walter"))
     return exchange
 
 
@@ -633,8 +634,7 @@ def refusals_while_waiting(session: Session) -> Exchange:
     wanda = session.join("wanda")
     wanda.ask(b"#bad", INVALID_MESSAGE)
     exchange = wanda.ask(b"/foo", INVALID_COMMAND)
-    walter = session.connect("walter")
-    walter.ask(b"walter", MATCHED_TO + b"wanda")
+    session.meet(wanda, "walter")
     return exchange
 
 
