@@ -32,17 +32,42 @@ class CheckedServer(ChatServer):
 
     A handler's exception is a bug in the server (an event with no cell in
     §7.5 raises one), yet socketserver only reports it and goes on; the
-    fixture makes it fail the test that caused it.
+    fixture makes it fail the test that caused it.  socketserver reports it
+    after the handler has closed its socket, so the fixture first waits for
+    every handler thread to be done with it.
     """
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.failures: List[str] = []
+        self._handlers_running = 0
+        self._handler_done = threading.Condition()  # notified as each handler thread ends
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Count the handler thread before it starts, so no wait can miss it."""
+        with self._handler_done:
+            self._handlers_running += 1
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection as usual, and count the thread out when it ends."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._handler_done:
+                self._handlers_running -= 1
+                self._handler_done.notify_all()
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Keep the traceback, then log it as the server does."""
         self.failures.append(traceback.format_exc())
         super().handle_error(request, client_address)
+
+    def failures_once_done(self, timeout: float) -> List[str]:
+        """Wait, at most ``timeout`` seconds, for every handler thread to end; return the failures."""
+        with self._handler_done:
+            self._handler_done.wait_for(lambda: not self._handlers_running, timeout)
+        return self.failures
 
 
 @pytest.fixture
@@ -66,7 +91,7 @@ def start_server() -> Iterator[StartServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-    failures = [failure for server, _ in running for failure in server.failures]
+    failures = [failure for server, _ in running for failure in server.failures_once_done(SHUTDOWN_WAIT)]
     assert not failures, "a handler raised:\n" + failures[0]
 
 
