@@ -52,7 +52,7 @@ import threading
 from collections import deque
 from typing import Deque, List, NamedTuple, Optional, Set, Tuple
 
-from mechat.protocol import CLOSED, DEFAULT_MAX_CLIENTS, REFUSALS, Event, Notice, Phase, next_phase, notice
+from mechat.protocol import ANSWERS, CLOSED, DEFAULT_MAX_CLIENTS, Event, Notice, Phase, next_phase, notice
 
 
 class Chatter:
@@ -117,9 +117,7 @@ class Matchmaker:
         """Admit a new connection, or owe it #server_full if the server is full or closed (§9.3)."""
         with self._changed:
             if self._closed or len(self._connected) >= self.max_clients:
-                self._move(chatter, Event.SERVER_FULL)
-                self._post(chatter, notice(Notice.SERVER_FULL))
-                return Step(chatter.phase, (chatter,))
+                return self._answer(chatter, Event.SERVER_FULL)
             self._connected.add(chatter)
             return Step(chatter.phase)
 
@@ -169,8 +167,7 @@ class Matchmaker:
             self._closed = True
             for chatter in self._connected:
                 chatter.partner = None
-                if self._move(chatter, Event.SHUTDOWN):
-                    self._post(chatter, notice(Notice.SERVER_SHUTDOWN))
+                self._answer(chatter, Event.SHUTDOWN)
             self._waiting.clear()
             self._changed.notify_all()
             return list(self._connected)
@@ -221,18 +218,12 @@ class Matchmaker:
         follow the final notice (§6, §8), so it is not owed.
         """
         with self._changed:
-            if not self._move(chatter, event):
-                return SESSION_OVER
-            self._post(chatter, notice(REFUSALS[event]))
-            return Step(chatter.phase, (chatter,))
+            return self._answer(chatter, event)
 
     def time_out(self, chatter: Chatter) -> Step:
         """End a session that chose no nickname in time, and owe it the reason (§9.2)."""
         with self._changed:
-            if not self._move(chatter, Event.TIMEOUT):
-                return SESSION_OVER
-            self._post(chatter, notice(Notice.NICKNAME_TIMEOUT))
-            return Step(chatter.phase, (chatter,))
+            return self._answer(chatter, Event.TIMEOUT)
 
     def take_outbox(self, chatter: Chatter) -> bytes:
         """Empty the outbox of ``chatter``, and return its lines as one block."""
@@ -257,6 +248,17 @@ class Matchmaker:
             return False  # §7.4: a closed session takes no more events
         chatter.phase = next_phase(chatter.phase, event)
         return True
+
+    def _answer(self, chatter: Chatter, event: Event) -> Step:
+        """Move ``chatter`` by ``event`` and owe it the notice ANSWERS gives, unless its session was over.
+
+        Every event that only its own client is told of takes this shape.
+        Call with the lock held.
+        """
+        if not self._move(chatter, event):
+            return SESSION_OVER
+        self._post(chatter, notice(ANSWERS[event]))
+        return Step(chatter.phase, (chatter,))
 
     def _post(self, chatter: Chatter, line: bytes) -> None:
         """Append a line to the outbox of ``chatter``; call with the lock held."""

@@ -307,13 +307,17 @@ class Event(enum.Enum):
     __hash__ = object.__hash__  # as Phase's, for the lookups in TRANSITIONS
 
 
-#: The refusals of §6: for each event that refuses a line, the notice that
-#: answers it.  The line is not acted on; the phase stays as it was.
-REFUSALS: Dict[Event, Notice] = {
+#: The notice of §6 for each event that only its own client is told of:
+#: the refusals (the line is not acted on; the phase stays as it was), and
+#: the ends that are the server's doing.
+ANSWERS: Dict[Event, Notice] = {
     Event.INVALID_NICKNAME: Notice.INVALID_NICKNAME,
     Event.INVALID_MESSAGE: Notice.INVALID_MESSAGE,
     Event.INVALID_COMMAND: Notice.INVALID_COMMAND,
     Event.RATE_LIMITED: Notice.RATE_LIMITED,
+    Event.TIMEOUT: Notice.NICKNAME_TIMEOUT,
+    Event.SERVER_FULL: Notice.SERVER_FULL,
+    Event.SHUTDOWN: Notice.SERVER_SHUTDOWN,
 }
 
 

@@ -144,7 +144,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         """Admit the client, then act on each line it sends until its session is over."""
         self.follow(self.matchmaker.arrive(self.conn))
-        if self.session_over():
+        if self.phase is CLOSED:
             log.warning("%s refused: server full or closing", self.conn.address)
             return
         for received in self.receive():
@@ -211,7 +211,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
             self.batch.append(line + protocol.LF)
             return
         self.pass_on()  # the messages read before this line go first (§7.3)
-        if not self.session_over():
+        if self.phase is not CLOSED:
             self.follow(self.commands[parsed.event](self, parsed))
 
     def pass_on(self) -> None:
@@ -269,10 +269,6 @@ class ChatHandler(socketserver.BaseRequestHandler):
         Event.INVALID_COMMAND: refuse,
         Event.RATE_LIMITED: refuse,
     }
-
-    def session_over(self) -> bool:
-        """Tell whether our session has closed, as far as the Matchmaker last told us (§7.4)."""
-        return self.phase is Phase.CLOSED
 
     # -- Flush points ------------------------------------------------------------
 
