@@ -7,12 +7,11 @@ test ever sleeps to wait for the server.
 """
 
 import collections
-import select
 import socket
 import time
 from typing import Callable, ClassVar, Deque, List, Optional, Union
 
-from mechat.connection import abort
+from mechat.connection import POLLIN, abort, poll_for
 from mechat.protocol import LF, LineCutter
 
 #: Seconds any single expected line may take to arrive.
@@ -73,9 +72,9 @@ class Peer:
                 return None
             remaining = deadline - time.monotonic()
             assert remaining > 0, "no line within %.1f s; buffered: %r" % (timeout, self.buffer[:200])
-            # Wait with select, not settimeout: the socket's timeout is shared
+            # Wait with poll, not settimeout: the socket's timeout is shared
             # with a thread that may be sending on it at the same moment.
-            if not self.poll_readable(remaining):
+            if not poll_for(self.sock, POLLIN, remaining):
                 continue
             try:
                 data = self.sock.recv(65536)
@@ -95,12 +94,6 @@ class Peer:
     def buffer(self) -> bytes:
         """Every octet received and not yet read, as it came: for reports, and to check a close left none."""
         return b"".join(line + LF for line in self.unread) + self.incoming.unterminated
-
-    def poll_readable(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for data or end of file (poll has no fd limit)."""
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
 
     def expect(self, *lines: Union[str, bytes], timeout: float = TIMEOUT) -> None:
         """Read one line per argument and fail unless each is exactly as given."""
