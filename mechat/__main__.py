@@ -194,13 +194,18 @@ def add_conform_command(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "conform",
         help="grade a running server against the spec",
         description="Connect to a running server, any implementation, as an ordinary client and check it"
-        " against spec/protocol.md clause by clause. Prints one PASS or FAIL line per clause, with its"
-        " section, what was sent, what was expected and what came back, then a summary.",
-        epilog="Exit status: 0 if every check passes, 1 if any fails, 2 if the server cannot be reached."
-        " Example: mechat serve --port 7878 --max-rate 0 & mechat conform --port 7878",
+        " against spec/protocol.md clause by clause. A preflight tries the basics first (connect, a"
+        " nickname, #wait, a pair, a line each way); if one fails, the report says why in one paragraph"
+        " and skips the checks that need it. Then each check prints PASS, FAIL or SKIP, with its section,"
+        " what was sent, what was expected, what came back and the likely mistake, and a summary ends"
+        " the report.",
+        epilog="Exit status: 0 if every check passes, 1 if any fails or is skipped, 2 if the server cannot be"
+        " reached or an option is wrong. Examples: mechat serve --port 7878 --max-rate 0 & mechat conform"
+        " --port 7878; mechat conform --port 7878 --format gradescope --output results.json;"
+        " mechat conform --list",
     )
     kit.add_argument("--host", default="127.0.0.1", help="server under test (default: %(default)s)")
-    kit.add_argument("--port", type=port_number, required=True, help="TCP port of the server under test")
+    kit.add_argument("--port", type=port_number, help="TCP port of the server under test (required)")
     kit.add_argument(
         "--timeout",
         type=at_least(0.1, float),
@@ -208,7 +213,34 @@ def add_conform_command(commands: "argparse._SubParsersAction[argparse.ArgumentP
         metavar="SECONDS",
         help="how long to wait for each expected line before calling it a FAIL (default: %(default)s)",
     )
-    kit.set_defaults(run=run_conform)
+    kit.add_argument(
+        "--features",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=[conform.core.FEATURE],
+        metavar="LIST",
+        help="comma-separated features to grade (default: core, protocol 1; --list shows every feature)",
+    )
+    kit.add_argument(
+        "--only", nargs="+", metavar="ID", help="run only these checks: ids, or sections like §2.1"
+    )
+    kit.add_argument("--list", action="store_true", help="list every check's id, section and title, and exit")
+    kit.add_argument(
+        "--format",
+        choices=conform.FORMATS,
+        default="text",
+        help="text for people; json, junit (JUnit XML) or gradescope (results.json) for graders"
+        " (default: %(default)s)",
+    )
+    kit.add_argument(
+        "--output", metavar="FILE", help="write the report to FILE; stdout keeps the summary line"
+    )
+    kit.add_argument(
+        "--weights",
+        metavar="FILE",
+        help='points per check, a JSON object of ids or sections, e.g. {"§2": 2, "full-duplex": 5};'
+        " a check not named is worth 1",
+    )
+    kit.set_defaults(run=run_conform, parser=kit)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -300,8 +332,27 @@ def run_load(args: argparse.Namespace) -> int:
 
 
 def run_conform(args: argparse.Namespace) -> int:
-    """Grade the server at --host and --port; return the exit status."""
-    return conform.run(args.host, args.port, args.timeout)
+    """Grade the server at --host and --port, or list the checks; return the exit status."""
+    try:
+        checks = conform.select(args.features, args.only)
+        weights = conform.load_weights(read_text(args.weights)) if args.weights else {}
+    except (ValueError, OSError) as error:
+        args.parser.error(str(error))
+    if args.list:
+        sys.stdout.write(conform.listing(checks))
+        return 0
+    if args.port is None:
+        args.parser.error("--port is required: the port of the server to grade")
+    return conform.run(args.host, args.port, args.timeout, None, checks, args.format, args.output, weights)
+
+
+def read_text(path: str) -> str:
+    """Return a file's text; an OSError names the file."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError as error:
+        raise OSError(f"cannot read {path}: {error.strerror}") from None
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from grading import planted_bugs_text, verdicts_on_mechat
+from grading import before_and_after_text, planted_bugs_text, verdicts_on_mechat
 from scenarios import SCENARIOS, record
 from session import record_session
 from sphinx.application import Sphinx
@@ -123,6 +123,7 @@ def generate(app: Sphinx) -> None:
     log.info("mechat: running the conformance kit")
     write_if_changed(out / "conform-mechat.csv", verdicts_on_mechat())
     write_if_changed(out / "conform-planted-bugs.txt", planted_bugs_text())
+    write_if_changed(out / "conform-before-after.txt", before_and_after_text())
 
 
 def setup(app: Sphinx) -> Dict[str, Any]:

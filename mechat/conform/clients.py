@@ -1,0 +1,258 @@
+"""The kit's side of the wire: clients whose every read has a deadline.
+
+A :class:`Client` is one TCP connection to the server under test.  It cuts
+what arrives into lines with the project's one line cutter, octet for
+octet, so the report shows exactly what the server sent: a CR it should
+not have sent, bytes that never got their LF.  It also remembers what it
+sent, which is the evidence :mod:`mechat.conform.diagnose` needs to say
+*why* a reply was wrong, not only that it was.
+
+A :class:`Session` holds the clients of one check, names them in the
+report, and hangs them all up at the end.
+"""
+
+import collections
+import contextlib
+import socket
+import time
+from typing import Deque, List, NamedTuple, Optional, Set, Tuple, Union
+
+from mechat.conform import diagnose
+from mechat.conform.diagnose import WAIT, Outcome
+from mechat.connection import abort
+from mechat.protocol import LF, LineCutter, Notice
+
+RECV_SIZE = 65536
+Address = Tuple[str, int]
+Reply = Union[bytes, Outcome]
+
+CLOSED = Outcome("<connection closed>", Outcome.ENDED)
+RESET = Outcome("<connection reset>", Outcome.ENDED)
+MATCHED_TO = Notice.MATCHED_TO.value.encode("ascii")
+show = diagnose.show
+
+
+class Exchange(NamedTuple):
+    """One step of a check: what was sent, what must come back, what did, and why it may differ."""
+
+    sent: str
+    expected: str
+    got: str
+    diagnosis: str = ""
+
+    def __str__(self) -> str:
+        text = f"sent {self.sent}; expected {self.expected}; got {self.got}"
+        return f"{text}. Likely mistake: {self.diagnosis}" if self.diagnosis else text
+
+
+class Failure(Exception):
+    """A check failed; ``exchange`` is the step that showed it."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        super().__init__(str(exchange))
+        self.exchange = exchange
+
+
+class Client:
+    """One connection to the server under test; every read has a deadline."""
+
+    def __init__(self, session: "Session", name: str) -> None:
+        self.session = session
+        self.name = name
+        self.sock = socket.create_connection(session.address, timeout=session.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.incoming = LineCutter()  # what the server sent, cut exactly as sent
+        self.unread: Deque[bytes] = collections.deque()  # whole lines received, not yet read
+        self.ended: Optional[Outcome] = None  # how the connection ended, once it has
+        self.last_write = b""  # the last bytes this client sent, exactly
+        self.own_lines: Set[bytes] = set()  # every line this client sent, to recognise an echo
+        self.last_read: Optional[bytes] = None  # the last line this client read
+
+    # -- Sending -----------------------------------------------------------
+
+    def send(self, *lines: bytes) -> None:
+        """Send each line with an LF after it, all in one write."""
+        self.own_lines.update(lines)
+        self.send_raw(b"".join(line + LF for line in lines), ", ".join(show(line) for line in lines))
+
+    def send_raw(self, data: bytes, description: str) -> None:
+        """Send bytes exactly as given, and note them as the last thing sent."""
+        self.note(description)
+        self.last_write = self.session.last_write = data
+        try:
+            self.sock.sendall(data)
+        except OSError as error:
+            raise Failure(Exchange(self.session.last_sent, "the server to take it", f"<{error}>")) from None
+
+    def note(self, action: str) -> None:
+        """Record what this client just did, for the report."""
+        self.session.last_sent = f"{self.name}: {action}"
+
+    # -- Receiving ---------------------------------------------------------
+
+    def read_line(self) -> Reply:
+        """Return the next line without its LF, or how the connection ended."""
+        deadline = time.monotonic() + self.session.timeout
+        while not self.unread:
+            if self.ended is not None:
+                if self.incoming.unterminated:
+                    text = f"<closed after the unterminated {show(self.incoming.unterminated)}>"
+                    return Outcome(text, Outcome.ENDED)
+                return self.ended
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self.silence()
+            self.receive(remaining)
+        self.last_read = self.unread.popleft()
+        return self.last_read
+
+    def silence(self) -> Outcome:
+        """Describe a read that timed out, with any bytes that came without their LF."""
+        within = f"within {self.session.timeout:g} s"
+        if self.incoming.unterminated:
+            text = f"<{show(self.incoming.unterminated)} with no LF, then nothing more {within}>"
+        else:
+            text = f"<nothing {within}>"
+        return Outcome(text, Outcome.SILENCE)
+
+    def receive(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for bytes, and note a close or a reset."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (socket.timeout, BlockingIOError):  # nothing within the timeout, or nothing yet
+            return
+        except ConnectionResetError:
+            self.ended = RESET
+            return
+        except OSError as error:
+            self.ended = Outcome(f"<{error}>", Outcome.ENDED)
+            return
+        if not data:
+            self.ended = CLOSED
+        self.unread.extend(self.incoming.cut(data))
+
+    def expect(self, expected: Reply) -> Exchange:
+        """Read one line; raise Failure, with a diagnosis, unless it is ``expected``."""
+        got = self.read_line()
+        # A close may arrive as a reset when the server had unread bytes (§8).
+        closed_as_expected = expected is CLOSED and got is RESET
+        if got != expected and not closed_as_expected:
+            raise Failure(self.judged(expected, got))
+        return Exchange(self.session.last_sent, f"{self.name} gets {show(expected)}", show(got))
+
+    def judged(self, expected: Reply, got: Reply) -> Exchange:
+        """Return the exchange of a wrong reply, with the likely mistake behind it."""
+        exchange = Exchange(self.session.last_sent, f"{self.name} gets {show(expected)}", show(got))
+        return exchange._replace(diagnosis=diagnose.explain(self.evidence(expected, got)))
+
+    def evidence(self, expected: Reply, got: Reply) -> diagnose.Evidence:
+        """Gather what the diagnoses need about a read that went wrong."""
+        return diagnose.Evidence(
+            reader=self.name,
+            expected=expected,
+            got=got,
+            unterminated=self.incoming.unterminated,
+            last_read=self.last_read if got is not self.last_read else None,
+            own_write=self.last_write,
+            last_write=self.session.last_write,
+            own_lines=frozenset(self.own_lines),
+            others=self.session.pending(self),
+        )
+
+    def pending(self) -> bytes:
+        """Return what arrived and was not read, without waiting: whole lines, then unterminated bytes."""
+        if self.ended is None:
+            self.receive(0.0)
+        return b"".join(line + LF for line in self.unread) + self.incoming.unterminated
+
+    def ask(self, line: bytes, expected: Reply) -> Exchange:
+        """Send one line and expect one reply."""
+        self.send(line)
+        return self.expect(expected)
+
+    # -- Ending ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection normally: the server sees end of file (§8)."""
+        self.note("<closes the connection>")
+        self.ended = CLOSED
+        self.sock.close()
+
+    def reset(self) -> None:
+        """Abort the connection with a TCP reset (SO_LINGER 0), not a FIN (§8)."""
+        self.note("<resets the connection>")
+        self.ended = RESET
+        abort(self.sock)
+
+    def hang_up(self) -> None:
+        """Send end of file but keep reading, so we can see the server close."""
+        with contextlib.suppress(OSError):  # already closed or reset
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def wait_closed(self, deadline: float) -> None:
+        """Discard what arrives until the server closes or ``deadline`` passes, then close."""
+        while self.ended is None and time.monotonic() < deadline:
+            self.unread.clear()
+            self.incoming.unterminated = b""
+            self.receive(deadline - time.monotonic())
+        self.sock.close()
+
+
+class Session:
+    """The clients of one check: it makes them, names them, and cleans them up."""
+
+    def __init__(self, address: Address, timeout: float) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.clients: List[Client] = []
+        self.last_sent = "nothing yet"
+        self.last_write = b""  # the last bytes any client of the session sent
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def connect(self, name: str) -> Client:
+        """Open a connection; ``name`` is its nickname in the report."""
+        client = Client(self, name)
+        self.clients.append(client)
+        return client
+
+    def join(self, nickname: str) -> Client:
+        """Connect and choose ``nickname``, expecting #wait (§7.1)."""
+        client = self.connect(nickname)
+        client.ask(nickname.encode("ascii"), WAIT)
+        return client
+
+    def meet(self, waiter: Client, nickname: str) -> Client:
+        """Connect as ``nickname`` and see it matched with ``waiter``, each told the other's name (§7.1)."""
+        newcomer = self.connect(nickname)
+        newcomer.ask(nickname.encode("ascii"), MATCHED_TO + waiter.name.encode("ascii"))
+        waiter.expect(MATCHED_TO + nickname.encode("ascii"))
+        return newcomer
+
+    def pair(self, first: str = "alice", second: str = "bob") -> Tuple[Client, Client]:
+        """Connect two clients and see them matched to each other (§7.1)."""
+        waiter = self.join(first)
+        return waiter, self.meet(waiter, second)
+
+    def pending(self, reader: Client) -> Tuple[Tuple[str, bytes], ...]:
+        """Return what every client but ``reader`` has received and not read, by name."""
+        return tuple((client.name, client.pending()) for client in self.clients if client is not reader)
+
+    def close(self) -> None:
+        """Hang up every client and wait, within one timeout, for the server to close them.
+
+        Waiting matters: a waiter is withdrawn from the queue when the
+        server reads its end of file (§7.2), and the next check must not
+        race with that.
+        """
+        deadline = time.monotonic() + self.timeout
+        open_clients = [client for client in self.clients if client.ended is None]
+        for client in open_clients:
+            client.hang_up()
+        for client in self.clients:
+            client.wait_closed(deadline)

@@ -1,0 +1,212 @@
+"""Name the likely mistake behind a wrong reply, in plain words.
+
+A FAIL that says only "expected '#wait', got nothing within 5 s" sends a
+student looking for a hang that is not there: most often the server did
+answer, but in a way the kit could not read as a line.  So when a read goes
+wrong, the kit hands the evidence (what was expected, what came back, the
+bytes that never got their LF, and what the clients had sent) to the rules
+below.  Each rule recognises one classic mistake of student servers and
+says, in one sentence that cites the spec, what the server probably does
+and what it must do instead.
+
+The rules only look at the evidence; they never talk to the server.  Each
+is a plain function from :class:`Evidence` to a sentence, or to "" when its
+mistake does not fit, so adding one is adding a function to :data:`RULES`.
+Several may fit at once (a reply without LF that is also a refusal of the
+LF itself); :func:`explain` joins them in the order of :data:`RULES`.
+"""
+
+from typing import Callable, FrozenSet, List, NamedTuple, Optional, Tuple, Union
+
+from mechat.protocol import CR, LF, Notice
+
+
+class Outcome:
+    """What a read found instead of a line: an end of the connection, or silence."""
+
+    ENDED = "ended"  # closed or reset by the server
+    SILENCE = "silence"  # nothing more within the timeout
+
+    def __init__(self, text: str, kind: str) -> None:
+        self.text = text
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+Reply = Union[bytes, Outcome]
+
+
+def wire(name: Notice, nickname: bytes = b"") -> bytes:
+    """Return a notice as it appears on the wire, without its LF (§6)."""
+    return name.value.encode("ascii") + nickname
+
+
+WAIT = wire(Notice.WAIT)
+USER_QUIT = wire(Notice.USER_QUIT)
+REFUSALS = tuple(
+    wire(name) for name in (Notice.INVALID_NICKNAME, Notice.INVALID_MESSAGE, Notice.INVALID_COMMAND)
+)
+NOTICES = tuple(wire(name) for name in Notice)
+
+
+def show(value: Reply, limit: int = 40) -> str:
+    """Return a short printable form of a line or an outcome."""
+    if isinstance(value, Outcome):
+        return value.text
+    try:
+        text = repr(value.decode("utf-8"))
+    except UnicodeDecodeError:
+        text = repr(value)
+    if len(text) > limit:
+        text = f"{text[: limit - 10]}... ({len(value)} octets)"
+    return text
+
+
+class Evidence(NamedTuple):
+    """What one client saw when a read went wrong, and what had been sent."""
+
+    reader: str  # the client that read
+    expected: Reply
+    got: Reply
+    unterminated: bytes  # bytes after the last LF the reader received
+    last_read: Optional[bytes]  # the line the reader read before this one
+    own_write: bytes  # the reader's own last write, exactly as sent
+    last_write: bytes  # the last write of any client in the check
+    own_lines: FrozenSet[bytes]  # every line the reader itself sent
+    others: Tuple[Tuple[str, bytes], ...]  # what each other client received and has not read
+
+    @property
+    def text(self) -> bytes:
+        """Return what arrived in place of the expected line, LF or not."""
+        return self.got if isinstance(self.got, bytes) else self.unterminated
+
+
+Rule = Callable[[Evidence], str]
+
+
+def missing_lf(evidence: Evidence) -> str:
+    """Bytes arrived, but no LF after them, so they never became a line (§2.1)."""
+    if not evidence.unterminated:
+        return ""
+    return f"got {show(evidence.unterminated)} with no LF after it: every line ends in LF (§2.1)"
+
+
+def glued_notices(evidence: Evidence) -> str:
+    """Two notices arrived as one line: the first lost its LF (§2.1, §6)."""
+    text = evidence.text
+    starts = [text.find(notice, 1) for notice in NOTICES if text.startswith(b"#")]
+    if not any(start > 0 for start in starts):
+        return ""
+    return f"{show(text)} is two notices with no LF between them: end each line with LF (§2.1, §6)"
+
+
+def line_end_in_nickname(evidence: Evidence) -> str:
+    """A nickname was refused because the server kept its LF, or its CR, in the name (§2.1, §2.2, §3)."""
+    text, sent = evidence.text, evidence.own_write
+    refused = text.startswith(wire(Notice.INVALID_NICKNAME))
+    expected = evidence.expected
+    wanted_a_name = isinstance(expected, bytes) and expected.startswith((WAIT, wire(Notice.MATCHED_TO)))
+    if not (refused and wanted_a_name and sent.endswith(LF) and sent.count(LF) == 1):
+        return ""
+    answered = f"your server answered {show(sent)} with #invalid_nickname"
+    if sent.endswith(CR + LF):
+        return f"{answered}: it may keep the CR as part of the nickname (§2.2, §3)"
+    return f"{answered}: it may be reading the LF as part of the nickname (§2.1, §3)"
+
+
+def lines_taken_as_one(evidence: Evidence) -> str:
+    """Two lines sent in one write were refused together: one recv() was taken as one message (§2.1)."""
+    sent = evidence.last_write
+    replies = [evidence.text, *(text for _name, text in evidence.others)]
+    refusals = [refusal for refusal in REFUSALS for reply in replies if reply.startswith(refusal)]
+    if sent.count(LF) < 2 or not refusals:
+        return ""
+    refusal = refusals[0]
+    return (
+        f"your server answered {show(sent)}, {sent.count(LF)} lines in one write, with {refusal.decode()}:"
+        " it may take each recv() as one message; cut lines at each LF instead (§2.1)"
+    )
+
+
+def half_a_line(evidence: Evidence) -> str:
+    """Only the start of a line arrived: one recv() was taken as a whole line (§2.1)."""
+    got, expected = evidence.got, evidence.expected
+    if not (isinstance(got, bytes) and isinstance(expected, bytes) and got and expected.startswith(got)):
+        return ""
+    return (
+        f"{evidence.reader} got {show(got)}, only the start of the line: your server may take each recv()"
+        " as a whole line; keep reading until the LF (§2.1)"
+    )
+
+
+def carriage_return(evidence: Evidence) -> str:
+    """A CR arrived before the LF: kept from the sender's CRLF, or the server's own line end (§2.1, §2.2)."""
+    got, expected = evidence.got, evidence.expected
+    if not (isinstance(got, bytes) and isinstance(expected, bytes) and got == expected + CR):
+        return ""
+    if CR + LF in evidence.last_write:
+        return "your server kept the CR of a CR LF line end: drop a CR that comes just before the LF (§2.2)"
+    return "your server ends its lines with CR LF: end every line it sends with LF alone (§2.1)"
+
+
+def echo(evidence: Evidence) -> str:
+    """A client got back a line it had sent itself (§7.3)."""
+    got = evidence.got
+    if not (isinstance(got, bytes) and got in evidence.own_lines and got != evidence.expected):
+        return ""
+    return (
+        f"{evidence.reader} got back its own line {show(got)}: your server echoes lines to their sender;"
+        " relay each line to the partner only (§7.3)"
+    )
+
+
+def no_wait(evidence: Evidence) -> str:
+    """A nickname got no answer at all: #wait was never sent (§7.1)."""
+    got = evidence.got
+    silent = isinstance(got, Outcome) and got.kind == Outcome.SILENCE and not evidence.unterminated
+    if not (silent and evidence.expected == WAIT):
+        return ""
+    return (
+        f"{evidence.reader} got no answer to its nickname: a client with nobody to meet must be told #wait"
+        " at once (§7.1)"
+    )
+
+
+def closed_early(evidence: Evidence) -> str:
+    """The server closed a connection that the spec keeps open (§7, §8)."""
+    got = evidence.got
+    if not (isinstance(got, Outcome) and got.kind == Outcome.ENDED and isinstance(evidence.expected, bytes)):
+        return ""
+    if evidence.expected == USER_QUIT:
+        return f"{evidence.reader} was closed without #user_quit: tell the partner before closing it (§8)"
+    if evidence.last_read is not None and evidence.last_read.startswith(REFUSALS):
+        return (
+            f"your server closed {evidence.reader}'s connection after {show(evidence.last_read)}: a refused"
+            " line leaves the connection open, so the client can try again (§7)"
+        )
+    return (
+        f"your server closed {evidence.reader}'s connection: it closes a connection only after /quit,"
+        " when the partner leaves, or on a fault (§8)"
+    )
+
+
+#: Every rule, in the order their sentences are joined.
+RULES: List[Rule] = [
+    missing_lf,
+    glued_notices,
+    line_end_in_nickname,
+    lines_taken_as_one,
+    half_a_line,
+    carriage_return,
+    echo,
+    no_wait,
+    closed_early,
+]
+
+
+def explain(evidence: Evidence) -> str:
+    """Return every fitting rule's sentence, joined; "" when none fits."""
+    sentences = [sentence for sentence in (rule(evidence) for rule in RULES) if sentence]
+    return "; ".join(sentences)

@@ -1,0 +1,122 @@
+"""Run the checks against a server: preflight first, then each check in a fresh session.
+
+Each check gets its own connections and ends by hanging them up, so one
+bug fails the checks of its clause and not everything after it.  A server
+error inside a check (a refused connection, a reset) is that check's
+FAIL, never a crash of the kit.  The verdicts stream out as they come, so
+a student watching a slow run sees where it is.
+"""
+
+import contextlib
+import enum
+import socket
+import time
+from typing import Iterator, List, NamedTuple, Optional
+
+from mechat.conform import preflight
+from mechat.conform.clients import MATCHED_TO, Address, Exchange, Failure, Session
+from mechat.conform.diagnose import WAIT
+from mechat.conform.preflight import Preflight
+from mechat.conform.registry import CHECKS, Check, Stage, section_key
+
+#: Seconds any one expected line may take to arrive (``--timeout``).
+DEFAULT_TIMEOUT = 5.0
+
+#: Leftover waiters the kit pairs off before one check, at most.
+MAX_LEFTOVERS = 5
+
+
+class Status(str, enum.Enum):
+    """A check's verdict."""
+
+    PASS = "PASS"
+    FAIL = "FAIL"
+    SKIP = "SKIP"  # not run: the preflight failed at a step it needs
+
+
+class Result(NamedTuple):
+    """The verdict on one check, with the exchange that decided it, or why it was skipped."""
+
+    check: Check
+    status: Status
+    exchange: Optional[Exchange] = None
+    skipped_because: str = ""
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        """Tell whether the check passed."""
+        return self.status is Status.PASS
+
+    def __str__(self) -> str:
+        detail = self.exchange if self.exchange is not None else self.skipped_because
+        return f"{self.status.value} {self.check.section} {self.check.title}: {detail}"
+
+
+def run_check(check: Check, address: Address, timeout: float) -> Result:
+    """Run one check in a fresh session; a server error is a FAIL, not a crash."""
+    started = time.monotonic()
+    session = Session(address, timeout)
+    try:
+        with session:
+            exchange = check.run(session)
+        status = Status.PASS
+    except Failure as failure:
+        exchange, status = failure.exchange, Status.FAIL
+    except OSError as error:
+        exchange, status = Exchange(session.last_sent, "a working connection", f"<{error}>"), Status.FAIL
+    return Result(check, status, exchange, seconds=time.monotonic() - started)
+
+
+def pair_off_leftovers(address: Address, timeout: float) -> None:
+    """Empty the waiting queue that an earlier check may have left behind (§7.1).
+
+    A sweeper joins.  If it is matched, it met a leftover, and closing it
+    ends that chat; then try again.  Once a sweeper waits, the queue was
+    empty, and a second sweeper pairs with it so that nobody is left.
+    Whatever else happens is the next check's to report.
+    """
+    for _ in range(MAX_LEFTOVERS):
+        with contextlib.suppress(OSError, Failure), Session(address, timeout) as session:
+            sweeper = session.connect("sweeper")
+            sweeper.send(b"conform-sweeper")
+            reply = sweeper.read_line()
+            if reply == WAIT:
+                second = session.connect("sweeper2")
+                second.send(b"conform-sweeper2")
+                second.read_line()  # its #matched_to_, before either hangs up
+            if not (isinstance(reply, bytes) and reply.startswith(MATCHED_TO)):
+                return
+
+
+def skipped(check: Check) -> Result:
+    """Return the SKIP verdict of a check that needs a step the preflight could not do."""
+    reason = f"needs {check.needs.need}, which the preflight could not get"
+    return Result(check, Status.SKIP, skipped_because=reason)
+
+
+def run_all(
+    address: Address,
+    timeout: float,
+    checks: Optional[List[Check]] = None,
+    flight: Optional[Preflight] = None,
+) -> Iterator[Result]:
+    """Run the checks (all by default) in spec order after the preflight, yielding each verdict."""
+    if flight is None:
+        flight = preflight.run(address, timeout)
+    for check in sorted(CHECKS if checks is None else checks, key=lambda check: section_key(check.section)):
+        if flight.blocks(check):
+            yield skipped(check)
+            continue
+        if flight.reached >= Stage.WAIT:  # sweeping needs a server that says #wait
+            pair_off_leftovers(address, timeout)
+        yield run_check(check, address, timeout)
+
+
+def unreachable(address: Address, timeout: float) -> str:
+    """Return why no connection can be made to ``address``, or "" if one can."""
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except OSError as error:
+        return error.strerror or str(error)
+    return ""
