@@ -195,8 +195,22 @@ class Client:
         while self.ended is None and time.monotonic() < deadline:
             self.unread.clear()
             self.incoming.unterminated = b""
+            self.acknowledge_at_once()
             self.receive(deadline - time.monotonic())
         self.sock.close()
+
+    def acknowledge_at_once(self) -> None:
+        """Ask Linux to acknowledge what arrives next without its usual delay of up to 40 ms.
+
+        A client that only reads sends no data for an ACK to ride on, so the
+        kernel waits, and a server that waits for its last lines to be
+        acknowledged before it closes (as mechat does, §8) waits with it:
+        40 ms for every check.  TCP_QUICKACK does not stay set, hence once
+        per read.  Elsewhere the option does not exist and nothing changes.
+        """
+        if hasattr(socket, "TCP_QUICKACK"):
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
 class Session:
