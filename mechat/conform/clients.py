@@ -23,6 +23,9 @@ from mechat.connection import abort
 from mechat.protocol import LF, LineCutter, Notice
 
 RECV_SIZE = 65536
+
+#: Reads, at most, of what another client has already received, when a read goes wrong.
+MAX_PENDING_READS = 16
 Address = Tuple[str, int]
 Reply = Union[bytes, Outcome]
 
@@ -115,22 +118,23 @@ class Client:
             text = f"<nothing {within}>"
         return Outcome(text, Outcome.SILENCE)
 
-    def receive(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for bytes, and note a close or a reset."""
+    def receive(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for bytes, note a close or a reset; tell whether anything came."""
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(RECV_SIZE)
         except (socket.timeout, BlockingIOError):  # nothing within the timeout, or nothing yet
-            return
+            return False
         except ConnectionResetError:
             self.ended = RESET
-            return
+            return True
         except OSError as error:
             self.ended = Outcome(f"<{error}>", Outcome.ENDED)
-            return
+            return True
         if not data:
             self.ended = CLOSED
         self.unread.extend(self.incoming.cut(data))
+        return True
 
     def expect(self, expected: Reply) -> Exchange:
         """Read one line; raise Failure, with a diagnosis, unless it is ``expected``."""
@@ -157,13 +161,14 @@ class Client:
             own_write=self.last_write,
             last_write=self.session.last_write,
             own_lines=frozenset(self.own_lines),
-            others=self.session.pending(self),
+            others=self.session.others(self),
         )
 
     def pending(self) -> bytes:
         """Return what arrived and was not read, without waiting: whole lines, then unterminated bytes."""
-        if self.ended is None:
-            self.receive(0.0)
+        for _ in range(MAX_PENDING_READS):  # a close may follow the last bytes
+            if self.ended is not None or not self.receive(0.0):
+                break
         return b"".join(line + LF for line in self.unread) + self.incoming.unterminated
 
     def ask(self, line: bytes, expected: Reply) -> Exchange:
@@ -253,9 +258,11 @@ class Session:
         waiter = self.join(first)
         return waiter, self.meet(waiter, second)
 
-    def pending(self, reader: Client) -> Tuple[Tuple[str, bytes], ...]:
-        """Return what every client but ``reader`` has received and not read, by name."""
-        return tuple((client.name, client.pending()) for client in self.clients if client is not reader)
+    def others(self, reader: Client) -> Tuple[diagnose.Other, ...]:
+        """Return what every client but ``reader`` has received and not read."""
+        return tuple(
+            diagnose.Other(client.name, client.pending()) for client in self.clients if client is not reader
+        )
 
     def close(self) -> None:
         """Hang up every client and wait, within one timeout, for the server to close them.

@@ -75,12 +75,19 @@ class Evidence(NamedTuple):
     own_write: bytes  # the reader's own last write, exactly as sent
     last_write: bytes  # the last write of any client in the check
     own_lines: FrozenSet[bytes]  # every line the reader itself sent
-    others: Tuple[Tuple[str, bytes], ...]  # what each other client received and has not read
+    others: Tuple["Other", ...]  # the other clients of the check
 
     @property
     def text(self) -> bytes:
         """Return what arrived in place of the expected line, LF or not."""
         return self.got if isinstance(self.got, bytes) else self.unterminated
+
+
+class Other(NamedTuple):
+    """Another client of the same check, seen when the reader's read went wrong."""
+
+    name: str
+    pending: bytes  # what it received and has not read, lines with their LF
 
 
 Rule = Callable[[Evidence], str]
@@ -119,7 +126,7 @@ def line_end_in_nickname(evidence: Evidence) -> str:
 def lines_taken_as_one(evidence: Evidence) -> str:
     """Two lines sent in one write were refused together: one recv() was taken as one message (§2.1)."""
     sent = evidence.last_write
-    replies = [evidence.text, *(text for _name, text in evidence.others)]
+    replies = [evidence.text, *(other.pending for other in evidence.others)]
     refusals = [refusal for refusal in REFUSALS for reply in replies if reply.startswith(refusal)]
     if sent.count(LF) < 2 or not refusals:
         return ""
@@ -182,13 +189,28 @@ def closed_early(evidence: Evidence) -> str:
     if evidence.expected == USER_QUIT:
         return f"{evidence.reader} was closed without #user_quit: tell the partner before closing it (§8)"
     if evidence.last_read is not None and evidence.last_read.startswith(REFUSALS):
-        return (
-            f"your server closed {evidence.reader}'s connection after {show(evidence.last_read)}: a refused"
-            " line leaves the connection open, so the client can try again (§7)"
-        )
+        return closed_after(evidence.reader, evidence.last_read)
     return (
         f"your server closed {evidence.reader}'s connection: it closes a connection only after /quit,"
         " when the partner leaves, or on a fault (§8)"
+    )
+
+
+def partner_closed_after_refusal(evidence: Evidence) -> str:
+    """The chat ended right after the other side's line was refused: the server closed it (§7, §8)."""
+    if evidence.got != USER_QUIT or evidence.expected == USER_QUIT:
+        return ""
+    for other in evidence.others:
+        if other.pending.startswith(REFUSALS):
+            return closed_after(other.name, other.pending.split(LF)[0], "ended the chat of")
+    return ""
+
+
+def closed_after(name: str, refusal: bytes, what: str = "closed") -> str:
+    """Say that the server ended ``name``'s session after ``refusal``, which the spec does not allow (§7)."""
+    return (
+        f"your server {what} {name} after {show(refusal)}: a refused line leaves the connection open,"
+        " so the client can try again (§7)"
     )
 
 
@@ -203,6 +225,7 @@ RULES: List[Rule] = [
     echo,
     no_wait,
     closed_early,
+    partner_closed_after_refusal,
 ]
 
 
