@@ -39,7 +39,7 @@ extensions = [
 nitpicky = True
 nitpick_ignore_regex = [
     # The standard library is documented at docs.python.org; the build stays offline.
-    (r"py:.*", r"(argparse|collections|enum|io|queue|re|selectors|socket|ssl|threading|types|typing)(\..*)?"),
+    (r"py:.*", r"(argparse|collections|enum|io|queue|re|selectors|socket|ssl|threading|types|typing|xml)(\..*)?"),
     (r"py:.*", r"socketserver(\..*)?"),
     (r"py:.*", r"(Line|TextIO|FrameType|StartServer)"),
 ]

@@ -232,6 +232,7 @@ def gradescope_test(result: Result, weights: Weights) -> Dict[str, Any]:
     }
 
 
+#: The writer of each format, by the name ``--format`` takes.
 WRITERS = {"text": as_text, "json": as_json, "junit": as_junit, "gradescope": as_gradescope}
 
 
@@ -247,4 +248,5 @@ def listing(checks: Iterable[Check]) -> str:
     )
 
 
+#: The names ``--format`` takes.
 FORMATS = tuple(WRITERS)
