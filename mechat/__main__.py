@@ -5,12 +5,13 @@ behaviour lives in the module it names.
 """
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import threading
 from types import FrameType
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, ContextManager, List, Optional, TextIO, Tuple
 
 from mechat import __version__, conform, protocol, tuning
 from mechat.server import ChatServer, Limits
@@ -194,8 +195,8 @@ def add_conform_command(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "conform",
         help="grade a running server against the spec",
         description="Connect to a running server, any implementation, as an ordinary client and check it"
-        " against spec/protocol.md clause by clause. A preflight tries the basics first (connect, a"
-        " nickname, #wait, a pair, a line each way); if one fails, the report says why in one paragraph"
+        " against spec/protocol.md clause by clause. A preflight tries the basics first (connect, hang up,"
+        " a nickname and #wait, a pair, lines each way); if one fails, the report says why in one paragraph"
         " and skips the checks that need it. Then each check prints PASS, FAIL or SKIP, with its section,"
         " what was sent, what was expected, what came back and the likely mistake, and a summary ends"
         " the report.",
@@ -343,13 +344,25 @@ def run_conform(args: argparse.Namespace) -> int:
         return 0
     if args.port is None:
         args.parser.error("--port is required: the port of the server to grade")
-    return conform.run(args.host, args.port, args.timeout, None, checks, args.format, args.output, weights)
+    with report_file(args) as output:
+        return conform.run(args.host, args.port, args.timeout, None, checks, args.format, output, weights)
+
+
+def report_file(args: argparse.Namespace) -> ContextManager[Optional[TextIO]]:
+    """Open --output for writing before the run, so that a wrong path costs no run."""
+    parser: argparse.ArgumentParser = args.parser
+    if not args.output:
+        return contextlib.nullcontext()
+    try:
+        return open(args.output, "w", encoding="utf-8")
+    except OSError as error:
+        parser.error(f"cannot write the report to {args.output}: {error.strerror}")
 
 
 def read_text(path: str) -> str:
-    """Return a file's text; an OSError names the file."""
+    """Return a file's text, without a byte order mark; an OSError names the file."""
     try:
-        with open(path, encoding="utf-8") as file:
+        with open(path, encoding="utf-8-sig") as file:
             return file.read()
     except OSError as error:
         raise OSError(f"cannot read {path}: {error.strerror}") from None

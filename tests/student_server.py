@@ -44,6 +44,7 @@ class Mistake(str, enum.Enum):
     NO_WAIT = "no-wait"
     CLOSES_ON_REFUSAL = "closes-on-refusal"
     GLUED_NOTICES = "glued-notices"
+    IGNORES_EOF = "ignores-eof"
 
 
 #: The mistakes' names, as serving() and the command line take them.
@@ -60,6 +61,7 @@ EFFECTS: Dict[Mistake, str] = {
     Mistake.NO_WAIT: "#wait is never sent, neither on joining nor for a line while waiting",
     Mistake.CLOSES_ON_REFUSAL: "after any #invalid_* refusal the server closes that connection",
     Mistake.GLUED_NOTICES: "notices have no LF after them; relayed messages keep theirs",
+    Mistake.IGNORES_EOF: "when recv() returns no bytes, the connection stays open until the server stops",
 }
 
 # nickname = nick-first *29VCHAR, nick-first = %x21-2E / %x30-7E           §3
@@ -118,6 +120,8 @@ class StudentHandler(socketserver.BaseRequestHandler):
             except OSError:  # a reset
                 return
             if not data:
+                if Mistake.IGNORES_EOF in self.server.mistakes:
+                    self.server.closing.wait()  # the connection stays open until the server stops
                 return
             yield from self.lines_in(data, cutter)
 
@@ -258,7 +262,13 @@ class StudentServer(socketserver.ThreadingTCPServer):
         self.mistakes = frozenset(Mistake(name) for name in mistakes)
         self.lock = threading.Lock()
         self.waiting: Optional[StudentHandler] = None  # the client in the waiting slot
+        self.closing = threading.Event()  # set when the server stops: ignores-eof handlers end then
         super().__init__(address, StudentHandler)
+
+    def server_close(self) -> None:
+        """Stop listening, and let handlers that ignored an end of file end too."""
+        self.closing.set()
+        super().server_close()
 
     def line_end(self, is_notice: bool) -> bytes:
         """Return what follows each line the server sends (§2.1: LF)."""

@@ -26,6 +26,7 @@ from mechat.conform.clients import Session, show
 from tests.buggy_servers import BUGS, running
 from tests.conftest import StartServer
 from tests.ports import refusing_port
+from tests.student_server import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,6 +89,26 @@ def test_kit_catches_planted_bug(bug: str) -> None:
     assert exchange is not None and evidence in exchange.got
     # The kit cleans up after each check, so one bug does not fail everything.
     assert len(failures) <= 8, [str(result) for result in failures]
+
+
+def test_partner_closed_without_user_quit_is_named() -> None:
+    """§8: the kit says what the server forgot, not only that the connection closed."""
+    with running(BUGS["no #user_quit"]) as server:
+        result = runner.run_check(registry.by_id()["quit-in-chat"], ("127.0.0.1", server.port), KIT_TIMEOUT)
+    assert result.exchange is not None
+    assert (
+        result.exchange.diagnosis
+        == "bob was closed without #user_quit: tell the partner before closing it (§8)"
+    )
+
+
+def test_preflight_goes_only_as_far_as_the_chosen_checks_need() -> None:
+    """A server without #wait still passes a check that needs only a connection: the preflight stops there."""
+    checks = registry.select(["core"], ["quit-before-nickname"])
+    with serving("no-wait") as port:
+        status, lines = run_kit(port, KIT_TIMEOUT, checks)
+    assert [line.split(" ", 1)[0] for line in lines] == ["PASS", "1"]
+    assert status == 0
 
 
 def test_other_ghost_and_pieces_checks_also_fail() -> None:
@@ -181,19 +202,28 @@ def test_kit_reports_exactly_what_arrived(reply: bytes, got: List[str]) -> None:
 
 
 def test_hanging_server_fails_the_preflight_and_the_rest_is_skipped(silent_port: int) -> None:
-    """A server that never answers fails the preflight once; the checks that need #wait are skipped."""
+    """A server that never answers fails the preflight once; checks needing more than a connection skip."""
     checks = registry.select(["core"], ["two-lines-in-one-write", "quit-before-nickname"])
     status, lines = run_kit(silent_port, timeout=0.2, checks=checks)
     assert status == 1
-    assert lines[0].startswith("PREFLIGHT FAILED: the server could not answer a nickname with #wait.")
-    assert "got <nothing within 0.2 s>" in lines[0]
-    assert "the 1 checks that need it are skipped and the other 1 run" in lines[0]
+    assert lines[0].startswith(
+        "PREFLIGHT FAILED: the server could not close a connection whose client hung up."
+        " sent early: <hangs up at once: end of file>; expected early gets <connection closed>;"
+        " got <nothing within 0.2 s>. Likely mistake: early hung up (end of file) and your server kept"
+        " the connection open"
+    )
+    assert lines[0].endswith(
+        "Until it can, the kit skips 1 of the 2 checks, those that need it. Fix this first."
+    )
     assert lines[1] == (
         "SKIP §2.1 two lines in one segment are two lines: needs a pair that relays lines,"
         " which the preflight could not get"
     )
-    assert lines[2].startswith("FAIL §7.1 /quit before a nickname closes the connection:")
-    assert lines[2].endswith("got <nothing within 0.2 s>")
+    assert lines[2] == (
+        "FAIL §7.1 /quit before a nickname closes the connection: sent newcomer: '/quit'; expected newcomer"
+        " gets <connection closed>; got <nothing within 0.2 s>. Likely mistake: your server kept newcomer's"
+        " connection open after '/quit\\n': close it (§5.1, §8)"
+    )
     assert lines[-1] == "2 checks: 0 passed, 1 failed, 1 skipped"
 
 

@@ -7,13 +7,13 @@ A mistake-free student server passes the same checks, so each sentence
 comes from the mistake and not from the student server.
 """
 
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
 from mechat.conform import preflight, registry, runner
 from mechat.conform.clients import Client, Failure, Session
-from mechat.conform.diagnose import Outcome
+from mechat.conform.diagnose import CLOSED, WAIT, Evidence, Outcome, explain
 from tests.student_server import serving
 
 #: Seconds the kit waits for a line.  Where silence is the mistake (no LF,
@@ -31,6 +31,10 @@ PREFLIGHT_DIAGNOSES = {
     "crlf-out": "your server ends its lines with CR LF: end every line it sends with LF alone (§2.1)",
     "echo": "alice got back its own line 'preflight line from alice': your server echoes lines to their"
     " sender; relay each line to the partner only (§7.3)",
+    "recv-is-line": "your server answered 'first of two\\nsecond of two\\n', 2 lines in one write, with"
+    " #invalid_message: it may take each recv() as one message; cut lines at each LF instead (§2.1)",
+    "ignores-eof": "early hung up (end of file) and your server kept the connection open: when recv() returns"
+    " no bytes the client has gone, so close the connection (§8)",
     "no-wait": "alice was never told #wait, but was matched when bob came: a client with nobody to meet"
     " must be told #wait at once (§7.1)",
 }
@@ -66,6 +70,11 @@ CHECK_DIAGNOSES = {
             "crlf-nickname",
             "your server answered 'carol\\r\\n' with #invalid_nickname: it may keep the CR as part of the"
             " nickname (§2.2, §3)",
+        ),
+        (
+            "crlf-quit",
+            "your server answered '/quit\\r\\n' with #invalid_command: it may keep the CR as part of the"
+            " command (§2.2, §5.3)",
         ),
         (
             "crlf-message",
@@ -153,3 +162,49 @@ def test_seed_server_is_graded_fast_and_told_about_the_lf(monkeypatch: pytest.Mo
     statuses = {result.check.id: result.status for result in results}
     assert statuses.pop("quit-before-nickname") is runner.Status.FAIL
     assert set(statuses.values()) == {runner.Status.SKIP}
+
+
+def evidence(**fields: Any) -> Evidence:
+    """Return the evidence of alice expecting 'hello' and getting nothing, with ``fields`` changed."""
+    silence = Outcome("<nothing within 5 s>", Outcome.SILENCE)
+    base = Evidence("alice", b"hello", silence, b"", None, b"", b"", frozenset(), (), True)
+    return base._replace(**fields)
+
+
+@pytest.mark.parametrize(
+    "fields, diagnosis",
+    [
+        # A whole wrong line came; bytes after it are the next line on its way, not a missing LF (§2.1).
+        ({"got": b"hullo", "unterminated": b"next li"}, ""),
+        # Bytes without LF, then a close: the LF is what is missing, not the line (§2.1, §8).
+        (
+            {"expected": b"#user_quit", "got": CLOSED, "unterminated": b"#user_quit"},
+            "got '#user_quit' with no LF after it: every line ends in LF (§2.1)",
+        ),
+        (
+            {"expected": b"#user_quit", "got": CLOSED},
+            "alice was closed without #user_quit: tell the partner before closing it (§8)",
+        ),
+        # Silence where #wait was due, after a message while waiting (§7.2).
+        (
+            {"expected": WAIT, "own_write": b"anyone there?\n"},
+            "alice got no answer to 'anyone there?\\n': a client with nobody to meet is told #wait at once,"
+            " after its nickname and after each line it sends while it waits (§7.1, §7.2)",
+        ),
+        # 'alice' and its LF were accepted, so a refused name is refused for another reason (§3).
+        ({"expected": WAIT, "got": b"#invalid_nickname", "own_write": b"Q\n"}, ""),
+        (
+            {"expected": WAIT, "got": b"#invalid_nickname", "own_write": b"Q\n", "nicknames_work": False},
+            "your server answered 'Q\\n' with #invalid_nickname: it may be reading the LF as part of the"
+            " nickname (§2.1, §3)",
+        ),
+        # /quit left the connection open (§5.1).
+        (
+            {"expected": CLOSED, "own_write": b"/quit\n"},
+            "your server kept alice's connection open after '/quit\\n': close it (§5.1, §8)",
+        ),
+    ],
+)
+def test_each_rule_fires_only_on_its_own_evidence(fields: Dict[str, Any], diagnosis: str) -> None:
+    """§2.1, §3, §7, §8: a diagnosis names a mistake only when the evidence shows that mistake."""
+    assert explain(evidence(**fields)) == diagnosis

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import pytest
 
@@ -27,6 +27,15 @@ TIMEOUT = 15.0
 
 #: Two checks that pass on a server that keeps the CR, and two that fail on it.
 CHOSEN = ["two-lines-in-one-write", "quit-in-chat", "crlf-message", "crlf-nickname"]
+
+
+def strict_json(text: str) -> Any:
+    """Parse JSON as its strictest readers do: NaN and Infinity are not JSON (RFC 8259)."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def grade(mistakes: List[str], ids: List[str], weights: Optional[report.Weights] = None) -> Grading:
@@ -52,7 +61,7 @@ def crlf_out() -> Iterator[Grading]:
 
 def test_json_holds_one_object_per_check(keeps_cr: Grading) -> None:
     """--format json: every check with id, section, title, status, sent, expected, got and diagnosis."""
-    document = json.loads(report.as_json(keeps_cr))
+    document = strict_json(report.as_json(keeps_cr))
     checks = {check["id"]: check for check in document["checks"]}
     assert sorted(checks) == sorted(CHOSEN)
     assert {check["status"] for check in checks.values()} == {"PASS", "FAIL"}
@@ -69,7 +78,7 @@ def test_json_holds_one_object_per_check(keeps_cr: Grading) -> None:
 
 def test_weights_score_each_check_by_id_then_section_then_one(keeps_cr: Grading) -> None:
     """--weights: an id beats its section, a section covers its subsections, anything else is worth 1."""
-    points = {check["id"]: check["max_points"] for check in json.loads(report.as_json(keeps_cr))["checks"]}
+    points = {check["id"]: check["max_points"] for check in strict_json(report.as_json(keeps_cr))["checks"]}
     assert points == {"two-lines-in-one-write": 2, "crlf-message": 2, "crlf-nickname": 5, "quit-in-chat": 1}
     assert (keeps_cr.score(), keeps_cr.max_score()) == (3, 10)
     assert report.summary(keeps_cr) == "4 checks: 2 passed, 2 failed; score 3 of 10"
@@ -103,17 +112,17 @@ GRADESCOPE_TEST = {"name", "score", "max_score", "status", "output"}
 def test_gradescope_results_have_the_documented_keys(keeps_cr: Grading, crlf_out: Grading) -> None:
     """--format gradescope: score is the sum of the tests' scores; statuses are passed or failed."""
     for grading in (keeps_cr, crlf_out):
-        document = json.loads(report.as_gradescope(grading))
+        document = strict_json(report.as_gradescope(grading))
         assert set(document) >= GRADESCOPE_TOP
         assert all(set(test) >= GRADESCOPE_TEST for test in document["tests"])
         assert {test["status"] for test in document["tests"]} <= {"passed", "failed"}
         assert document["score"] == sum(test["score"] for test in document["tests"])
         assert document["output_format"] == "text"
-    skipped = json.loads(report.as_gradescope(crlf_out))
+    skipped = strict_json(report.as_gradescope(crlf_out))
     assert skipped["output"].startswith("PREFLIGHT FAILED")
     assert all(test["output"].startswith("needs ") for test in skipped["tests"])
     failed = [
-        test for test in json.loads(report.as_gradescope(keeps_cr))["tests"] if test["status"] == "failed"
+        test for test in strict_json(report.as_gradescope(keeps_cr))["tests"] if test["status"] == "failed"
     ]
     assert [test["max_score"] for test in failed] == [5.0, 2.0]
     assert all("Likely mistake:" in test["output"] for test in failed)
@@ -136,6 +145,9 @@ def test_text_report_opens_with_the_preflight_when_it_failed(crlf_out: Grading) 
         ('{"no-such-check": 1}', "'no-such-check' is neither a check id nor a section"),
         ('{"§2": -1}', "the weight of '§2' must be a number of points, 0 or more, not -1"),
         ('{"§2": true}', "the weight of '§2' must be a number of points"),
+        ('{"§2": NaN}', "the weight of '§2' must be a number of points, 0 or more, not nan"),
+        ('{"§2": Infinity}', "the weight of '§2' must be a number of points, 0 or more, not inf"),
+        ('{"§2.9": 1}', "no check is in section §2.9"),
     ],
 )
 def test_a_bad_weights_file_is_refused_with_the_reason(text: str, problem: str) -> None:
@@ -150,8 +162,10 @@ def test_only_takes_ids_and_sections() -> None:
     in_section_2 = registry.select(["core"], ["§2"])
     assert {check.section for check in in_section_2} == {"§2.1", "§2.2", "§2.3", "§2.4"}
     assert registry.select(["core"], ["§2.1"]) == [check for check in in_section_2 if check.section == "§2.1"]
-    with pytest.raises(ValueError, match=r"no check has the id or section '§2\.9'"):
+    with pytest.raises(ValueError, match=r"no check of the features core has the id or section '§2\.9'"):
         registry.select(["core"], ["§2.9"])
+    with pytest.raises(ValueError, match="no checks chosen"):
+        registry.select([])
 
 
 def run_command(*arguments: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
@@ -180,7 +194,7 @@ def test_output_file_gets_the_report_and_stdout_the_summary(tmp_path: Path) -> N
         )  # fmt: skip
     assert finished.stdout == "3 checks: 0 passed, 3 failed; score 0 of 9\n", finished.stderr
     assert finished.returncode == 1
-    document = json.loads((tmp_path / "results.json").read_text())
+    document = strict_json((tmp_path / "results.json").read_text())
     assert len(document["tests"]) == 3 and document["score"] == 0 and document["tests"][0]["max_score"] == 3
 
 
@@ -189,8 +203,15 @@ def test_bad_options_are_one_line_errors_with_exit_2(tmp_path: Path) -> None:
     unknown = run_command("--list", "--only", "nope")
     assert unknown.returncode == 2
     assert unknown.stderr.splitlines()[-1] == (
-        "mechat conform: error: no check has the id or section 'nope' (mechat conform --list shows them)"
+        "mechat conform: error: no check of the features core has the id or section 'nope'"
+        " (mechat conform --list shows them)"
     )
+    unwritable = run_command("--port", "1", "--output", str(tmp_path / "no" / "such" / "dir.json"))
+    assert unwritable.returncode == 2
+    assert unwritable.stderr.splitlines()[-1].startswith("mechat conform: error: cannot write the report to ")
+    nothing = run_command("--port", "1", "--features", "")
+    assert nothing.returncode == 2
+    assert "no checks chosen" in nothing.stderr
     missing = run_command("--list", "--weights", str(tmp_path / "none.json"))
     assert missing.returncode == 2
     assert missing.stderr.splitlines()[-1].startswith("mechat conform: error: cannot read ")
@@ -198,4 +219,4 @@ def test_bad_options_are_one_line_errors_with_exit_2(tmp_path: Path) -> None:
     assert feature.stderr.splitlines()[-1] == (
         "mechat conform: error: unknown feature 'telepathy'; the features are core"
     )
-    assert "Traceback" not in unknown.stderr + missing.stderr + feature.stderr
+    assert "Traceback" not in unknown.stderr + missing.stderr + feature.stderr + unwritable.stderr

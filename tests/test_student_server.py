@@ -8,6 +8,7 @@ is done, so the server's close marks the end; no test waits for silence.
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -273,6 +274,8 @@ def test_command_line_serves_until_a_signal_and_exits_cleanly(signum: int) -> No
     ) as process:
         try:
             assert process.stdout is not None
+            ready, _, _ = select.select([process.stdout], [], [], TIMEOUT)  # a read with a deadline
+            assert ready, "the server announced nothing"
             announced = process.stdout.readline().decode()
             assert announced.startswith("listening on 127.0.0.1:"), announced
             client = Client(int(announced.rsplit(":", 1)[1]))

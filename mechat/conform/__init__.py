@@ -9,8 +9,8 @@ cutter from :mod:`mechat.protocol`, and nothing of mechat's server.
 
 A run goes like this, one module per step:
 
-1. :mod:`~mechat.conform.preflight` tries the basics once (connect, a
-   nickname, ``#wait``, a pair, a line each way) and says in one paragraph
+1. :mod:`~mechat.conform.preflight` tries the basics once (connect, hang
+   up, a nickname and ``#wait``, a pair, lines each way) and says in one paragraph
    what fails first;
 2. :mod:`~mechat.conform.runner` runs every check of the chosen features
    (:mod:`~mechat.conform.registry`; protocol 1's are in
@@ -43,15 +43,16 @@ def run(
     out: Optional[TextIO] = None,
     checks: Optional[Sequence[Check]] = None,
     format: str = "text",
-    output: Optional[str] = None,
+    output: Optional[TextIO] = None,
     weights: Optional[Weights] = None,
 ) -> int:
     """Grade the server at host:port and report; return 0 if all passed, 1 if not, 2 if unreachable.
 
     The text report streams to ``out`` as the checks finish.  With
-    ``output``, the report in ``format`` goes to that file instead and
-    ``out`` gets the one-line summary; without it, a report in another
-    format goes to ``out`` whole, at the end.
+    ``output``, an open file, the report in ``format`` goes there instead
+    and ``out`` gets the one-line summary; without it, a report in another
+    format goes to ``out`` whole, at the end.  A failed preflight fails the
+    run, even when every check it let run passed.
     """
     out = out or sys.stdout
     address = (host, port)
@@ -61,7 +62,7 @@ def run(
         return 2
     chosen = list(select([core.FEATURE]) if checks is None else checks)
     started = time.monotonic()
-    flight = preflight.run(address, timeout)
+    flight = preflight.run(address, timeout, max(check.needs for check in chosen))
     stream = format == "text" and output is None
     if stream and flight.failure:
         print(flight.paragraph(chosen), file=out, flush=True)
@@ -72,10 +73,9 @@ def run(
             print(result, file=out, flush=True)
     grading = Grading(address, flight, results, time.monotonic() - started, weights or {})
     if output is not None:
-        with open(output, "w", encoding="utf-8") as report_file:
-            report_file.write(render(format, grading))
+        output.write(render(format, grading))
     if stream or output is not None:
         print(summary(grading), file=out)
     else:
         out.write(render(format, grading))
-    return 0 if all(result.passed for result in results) else 1
+    return 0 if flight.failure is None and all(result.passed for result in results) else 1

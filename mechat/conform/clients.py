@@ -18,7 +18,7 @@ import time
 from typing import Deque, List, NamedTuple, Optional, Set, Tuple, Union
 
 from mechat.conform import diagnose
-from mechat.conform.diagnose import WAIT, Outcome
+from mechat.conform.diagnose import CLOSED, RESET, WAIT, Outcome
 from mechat.connection import abort
 from mechat.protocol import LF, LineCutter, Notice
 
@@ -29,8 +29,6 @@ MAX_PENDING_READS = 16
 Address = Tuple[str, int]
 Reply = Union[bytes, Outcome]
 
-CLOSED = Outcome("<connection closed>", Outcome.ENDED)
-RESET = Outcome("<connection reset>", Outcome.ENDED)
 MATCHED_TO = Notice.MATCHED_TO.value.encode("ascii")
 show = diagnose.show
 
@@ -70,6 +68,7 @@ class Client:
         self.last_write = b""  # the last bytes this client sent, exactly
         self.own_lines: Set[bytes] = set()  # every line this client sent, to recognise an echo
         self.last_read: Optional[bytes] = None  # the last line this client read
+        self.read_before: Optional[bytes] = None  # the line it read before that
 
     # -- Sending -----------------------------------------------------------
 
@@ -106,7 +105,7 @@ class Client:
             if remaining <= 0:
                 return self.silence()
             self.receive(remaining)
-        self.last_read = self.unread.popleft()
+        self.read_before, self.last_read = self.last_read, self.unread.popleft()
         return self.last_read
 
     def silence(self) -> Outcome:
@@ -157,11 +156,12 @@ class Client:
             expected=expected,
             got=got,
             unterminated=self.incoming.unterminated,
-            last_read=self.last_read if got is not self.last_read else None,
+            last_read=self.read_before if isinstance(got, bytes) else self.last_read,
             own_write=self.last_write,
             last_write=self.session.last_write,
             own_lines=frozenset(self.own_lines),
             others=self.session.others(self),
+            nicknames_work=self.session.nicknames_work,
         )
 
     def pending(self) -> bytes:
@@ -199,7 +199,7 @@ class Client:
         """Discard what arrives until the server closes or ``deadline`` passes, then close."""
         while self.ended is None and time.monotonic() < deadline:
             self.unread.clear()
-            self.incoming.unterminated = b""
+            self.incoming = LineCutter()
             self.acknowledge_at_once()
             self.receive(deadline - time.monotonic())
         self.sock.close()
@@ -221,12 +221,13 @@ class Client:
 class Session:
     """The clients of one check: it makes them, names them, and cleans them up."""
 
-    def __init__(self, address: Address, timeout: float) -> None:
+    def __init__(self, address: Address, timeout: float, nicknames_work: bool = False) -> None:
         self.address = address
         self.timeout = timeout
         self.clients: List[Client] = []
         self.last_sent = "nothing yet"
         self.last_write = b""  # the last bytes any client of the session sent
+        self.nicknames_work = nicknames_work  # the preflight saw 'alice' and its LF accepted
 
     def __enter__(self) -> "Session":
         return self
@@ -264,14 +265,15 @@ class Session:
             diagnose.Other(client.name, client.pending()) for client in self.clients if client is not reader
         )
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         """Hang up every client and wait, within one timeout, for the server to close them.
 
         Waiting matters: a waiter is withdrawn from the queue when the
         server reads its end of file (§7.2), and the next check must not
-        race with that.
+        race with that.  Without ``wait``, for a server known to ignore an
+        end of file, the clients are closed at once.
         """
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + (self.timeout if wait else 0.0)
         open_clients = [client for client in self.clients if client.ended is None]
         for client in open_clients:
             client.hang_up()

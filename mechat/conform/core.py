@@ -25,8 +25,8 @@ import threading
 import time
 from typing import Callable, Dict, List
 
-from mechat.conform.clients import CLOSED, MATCHED_TO, Client, Exchange, Failure, Session, show
-from mechat.conform.diagnose import USER_QUIT, WAIT, wire
+from mechat.conform.clients import MATCHED_TO, Client, Exchange, Failure, Session, show
+from mechat.conform.diagnose import CLOSED, USER_QUIT, WAIT, wire
 from mechat.conform.registry import Check, Stage, add, checker
 from mechat.numbered import make_line
 from mechat.protocol import LF, MAX_LINE_OCTETS, MAX_NICKNAME_CHARS, Notice
@@ -545,6 +545,8 @@ def full_duplex(session: Session) -> Exchange:
     alice, bob = session.pair()
     lines = {client.name: duplex_lines(client.name) for client in (alice, bob)}
     senders = [threading.Thread(target=send_quietly, args=(peer, lines[peer.name])) for peer in (alice, bob)]
+    session.last_sent = f"alice and bob: {DUPLEX_LINES} lines of {DUPLEX_OCTETS} octets each, at once"
+    session.last_write = b""  # two threads write: no one write is the last
     for sender in senders:
         sender.start()
     for receiver, sender_name in ((bob, alice.name), (alice, bob.name)):
@@ -552,7 +554,7 @@ def full_duplex(session: Session) -> Exchange:
             exchange = receiver.expect(line)
     for sender in senders:
         sender.join()
-    return exchange._replace(sent=f"alice and bob: {DUPLEX_LINES} lines of {DUPLEX_OCTETS} octets each")
+    return exchange
 
 
 def duplex_lines(name: str) -> List[bytes]:

@@ -37,6 +37,9 @@ class Outcome:
 
 Reply = Union[bytes, Outcome]
 
+CLOSED = Outcome("<connection closed>", Outcome.ENDED)
+RESET = Outcome("<connection reset>", Outcome.ENDED)
+
 
 def wire(name: Notice, nickname: bytes = b"") -> bytes:
     """Return a notice as it appears on the wire, without its LF (§6)."""
@@ -76,6 +79,7 @@ class Evidence(NamedTuple):
     last_write: bytes  # the last write of any client in the check
     own_lines: FrozenSet[bytes]  # every line the reader itself sent
     others: Tuple["Other", ...]  # the other clients of the check
+    nicknames_work: bool  # the preflight saw a plain nickname, sent with LF, accepted
 
     @property
     def text(self) -> bytes:
@@ -95,8 +99,8 @@ Rule = Callable[[Evidence], str]
 
 def missing_lf(evidence: Evidence) -> str:
     """Bytes arrived, but no LF after them, so they never became a line (§2.1)."""
-    if not evidence.unterminated:
-        return ""
+    if not (isinstance(evidence.got, Outcome) and evidence.unterminated):
+        return ""  # a whole line came: bytes after it may be the next line, still on their way
     return f"got {show(evidence.unterminated)} with no LF after it: every line ends in LF (§2.1)"
 
 
@@ -117,10 +121,32 @@ def line_end_in_nickname(evidence: Evidence) -> str:
     wanted_a_name = isinstance(expected, bytes) and expected.startswith((WAIT, wire(Notice.MATCHED_TO)))
     if not (refused and wanted_a_name and sent.endswith(LF) and sent.count(LF) == 1):
         return ""
-    answered = f"your server answered {show(sent)} with #invalid_nickname"
+    if evidence.nicknames_work and not sent.endswith(CR + LF):
+        return ""  # 'alice' and its LF were accepted: this name is refused for another reason
+    return line_end_kept(sent, "#invalid_nickname", "nickname", "§3")
+
+
+def line_end_in_command(evidence: Evidence) -> str:
+    """A valid command was refused because the server kept its LF, or its CR, in it (§2.1, §2.2, §5.3)."""
+    sent = evidence.last_write
+    command = sent.rstrip(CR + LF)
+    replies = [evidence.text, *(other.pending for other in evidence.others)]
+    refused = any(reply.startswith(wire(Notice.INVALID_COMMAND)) for reply in replies)
+    name = command[len(b"/nickname ") :] if command.startswith(b"/nickname ") else b""
+    valid = command == b"/quit" or (name and b" " not in name)
+    if not (refused and valid and sent.endswith(LF) and sent.count(LF) == 1):
+        return ""
+    if evidence.nicknames_work and not sent.endswith(CR + LF):
+        return ""  # the server does not keep the LF: the preflight's nickname was accepted
+    return line_end_kept(sent, "#invalid_command", "command", "§5.3")
+
+
+def line_end_kept(sent: bytes, refusal: str, what: str, section: str) -> str:
+    """Say that ``sent`` was refused because the server kept its line end, CR or LF, as part of ``what``."""
+    answered = f"your server answered {show(sent)} with {refusal}"
     if sent.endswith(CR + LF):
-        return f"{answered}: it may keep the CR as part of the nickname (§2.2, §3)"
-    return f"{answered}: it may be reading the LF as part of the nickname (§2.1, §3)"
+        return f"{answered}: it may keep the CR as part of the {what} (§2.2, {section})"
+    return f"{answered}: it may be reading the LF as part of the {what} (§2.1, {section})"
 
 
 def lines_taken_as_one(evidence: Evidence) -> str:
@@ -170,14 +196,14 @@ def echo(evidence: Evidence) -> str:
 
 
 def no_wait(evidence: Evidence) -> str:
-    """A nickname got no answer at all: #wait was never sent (§7.1)."""
+    """A client that should wait got no answer at all: #wait was never sent (§7.1, §7.2)."""
     got = evidence.got
     silent = isinstance(got, Outcome) and got.kind == Outcome.SILENCE and not evidence.unterminated
     if not (silent and evidence.expected == WAIT):
         return ""
     return (
-        f"{evidence.reader} got no answer to its nickname: a client with nobody to meet must be told #wait"
-        " at once (§7.1)"
+        f"{evidence.reader} got no answer to {show(evidence.own_write)}: a client with nobody to meet is"
+        " told #wait at once, after its nickname and after each line it sends while it waits (§7.1, §7.2)"
     )
 
 
@@ -186,6 +212,8 @@ def closed_early(evidence: Evidence) -> str:
     got = evidence.got
     if not (isinstance(got, Outcome) and got.kind == Outcome.ENDED and isinstance(evidence.expected, bytes)):
         return ""
+    if evidence.unterminated:
+        return ""  # the line may have come, without its LF: missing_lf says so
     if evidence.expected == USER_QUIT:
         return f"{evidence.reader} was closed without #user_quit: tell the partner before closing it (§8)"
     if evidence.last_read is not None and evidence.last_read.startswith(REFUSALS):
@@ -194,6 +222,21 @@ def closed_early(evidence: Evidence) -> str:
         f"your server closed {evidence.reader}'s connection: it closes a connection only after /quit,"
         " when the partner leaves, or on a fault (§8)"
     )
+
+
+def not_closed(evidence: Evidence) -> str:
+    """A connection the spec ends stayed open: after end of file, or after /quit (§5.1, §8)."""
+    expected, got = evidence.expected, evidence.got
+    silent = isinstance(got, Outcome) and got.kind == Outcome.SILENCE and not evidence.unterminated
+    if not (silent and isinstance(expected, Outcome) and expected.kind == Outcome.ENDED):
+        return ""
+    if not evidence.own_write:
+        return (
+            f"{evidence.reader} hung up (end of file) and your server kept the connection open: when recv()"
+            " returns no bytes the client has gone, so close the connection (§8)"
+        )
+    kept = f"your server kept {evidence.reader}'s connection open after {show(evidence.own_write)}"
+    return f"{kept}: close it (§5.1, §8)"
 
 
 def partner_closed_after_refusal(evidence: Evidence) -> str:
@@ -219,12 +262,14 @@ RULES: List[Rule] = [
     missing_lf,
     glued_notices,
     line_end_in_nickname,
+    line_end_in_command,
     lines_taken_as_one,
     half_a_line,
     carriage_return,
     echo,
     no_wait,
     closed_early,
+    not_closed,
     partner_closed_after_refusal,
 ]
 

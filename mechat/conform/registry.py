@@ -19,9 +19,10 @@ class Stage(enum.IntEnum):
 
     NOTHING = 0  # not even a connection
     CONNECT = 1  # a connection is accepted
-    WAIT = 2  # a nickname gets #wait
-    PAIR = 3  # a second nickname pairs the two
-    RELAY = 4  # a line goes each way
+    HANG_UP = 2  # a client that hangs up is closed, so a check's clients can be cleared away
+    WAIT = 3  # a nickname gets #wait
+    PAIR = 4  # a second nickname pairs the two
+    RELAY = 5  # a line goes each way, and two lines in one write arrive as two
 
     @property
     def need(self) -> str:
@@ -31,6 +32,7 @@ class Stage(enum.IntEnum):
 
 NEEDS = {
     Stage.CONNECT: "a connection",
+    Stage.HANG_UP: "a server that closes a connection when its client hangs up",
     Stage.WAIT: "a client that waits",
     Stage.PAIR: "a pair of clients",
     Stage.RELAY: "a pair that relays lines",
@@ -101,13 +103,16 @@ def select(wanted_features: Iterable[str], only: Optional[Sequence[str]] = None)
     if unknown:
         raise ValueError(f"unknown feature {unknown[0]!r}; the features are {', '.join(features())}")
     chosen = [check for check in CHECKS if check.feature in wanted]
+    for name in only or ():
+        if not any(matches(check, name) for check in chosen):
+            raise ValueError(
+                f"no check of the features {', '.join(wanted)} has the id or section {name!r}"
+                " (mechat conform --list shows them)"
+            )
     if only:
         chosen = [check for check in chosen if any(matches(check, name) for name in only)]
-        for name in only:
-            if not any(matches(check, name) for check in CHECKS):
-                raise ValueError(
-                    f"no check has the id or section {name!r} (mechat conform --list shows them)"
-                )
+    if not chosen:
+        raise ValueError("no checks chosen: name at least one feature (mechat conform --list shows them)")
     return sorted(chosen, key=lambda check: section_key(check.section))
 
 

@@ -15,6 +15,7 @@ that contains it (``"§2.1"`` before ``"§2"``), else one point.
 """
 
 import json
+import math
 import xml.etree.ElementTree as ElementTree
 from types import MappingProxyType
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple
@@ -39,7 +40,10 @@ def load_weights(text: str) -> Dict[str, float]:
     for key, value in weights.items():
         if not (key in ids or is_section(key)):
             raise ValueError(f"{key!r} is neither a check id nor a section like §2.1 (mechat conform --list)")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if is_section(key) and not any(in_section(check, key) for check in CHECKS):
+            raise ValueError(f"no check is in section {key} (mechat conform --list)")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and value >= 0):
             raise ValueError(f"the weight of {key!r} must be a number of points, 0 or more, not {value!r}")
     return {key: float(value) for key, value in weights.items()}
 
@@ -140,7 +144,7 @@ def as_json(grading: Grading) -> str:
         "preflight": preflight_record(grading),
         "checks": [record(result, grading.weights) for result in grading.results],
     }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def as_junit(grading: Grading) -> str:
@@ -214,7 +218,7 @@ def as_gradescope(grading: Grading) -> str:
         "stdout_visibility": "hidden",
         "tests": [gradescope_test(result, grading.weights) for result in grading.results],
     }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def gradescope_test(result: Result, weights: Weights) -> Dict[str, Any]:

@@ -53,10 +53,14 @@ class Result(NamedTuple):
         return f"{self.status.value} {self.check.section} {self.check.title}: {detail}"
 
 
-def run_check(check: Check, address: Address, timeout: float) -> Result:
-    """Run one check in a fresh session; a server error is a FAIL, not a crash."""
+def run_check(check: Check, address: Address, timeout: float, nicknames_work: bool = False) -> Result:
+    """Run one check in a fresh session; a server error is a FAIL, not a crash.
+
+    ``nicknames_work`` says that the preflight saw a plain nickname accepted,
+    which rules out some diagnoses.
+    """
     started = time.monotonic()
-    session = Session(address, timeout)
+    session = Session(address, timeout, nicknames_work)
     try:
         with session:
             exchange = check.run(session)
@@ -102,15 +106,16 @@ def run_all(
     flight: Optional[Preflight] = None,
 ) -> Iterator[Result]:
     """Run the checks (all by default) in spec order after the preflight, yielding each verdict."""
+    chosen = sorted(CHECKS if checks is None else checks, key=lambda check: section_key(check.section))
     if flight is None:
-        flight = preflight.run(address, timeout)
-    for check in sorted(CHECKS if checks is None else checks, key=lambda check: section_key(check.section)):
+        flight = preflight.run(address, timeout, max(check.needs for check in chosen))
+    for check in chosen:
         if flight.blocks(check):
             yield skipped(check)
             continue
         if flight.reached >= Stage.WAIT:  # sweeping needs a server that says #wait
             pair_off_leftovers(address, timeout)
-        yield run_check(check, address, timeout)
+        yield run_check(check, address, timeout, flight.reached >= Stage.WAIT)
 
 
 def unreachable(address: Address, timeout: float) -> str:
