@@ -5,13 +5,13 @@ behaviour lives in the module it names.
 """
 
 import argparse
-import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
 from types import FrameType
-from typing import Callable, ContextManager, List, Optional, TextIO, Tuple
+from typing import Callable, List, Optional, TextIO, Tuple
 
 from mechat import __version__, conform, protocol, tuning
 from mechat.server import ChatServer, Limits
@@ -344,19 +344,37 @@ def run_conform(args: argparse.Namespace) -> int:
         return 0
     if args.port is None:
         args.parser.error("--port is required: the port of the server to grade")
-    with report_file(args) as output:
-        return conform.run(args.host, args.port, args.timeout, None, checks, args.format, output, weights)
+    output = open_report(args)
+    try:
+        status = conform.run(args.host, args.port, args.timeout, None, checks, args.format, output, weights)
+    except BaseException:
+        if output is not None:
+            output.close()
+            os.unlink(output.name)
+        raise
+    if output is not None:
+        output.close()
+        finish_report(output.name, args.output, status)
+    return status
 
 
-def report_file(args: argparse.Namespace) -> ContextManager[Optional[TextIO]]:
-    """Open --output for writing before the run, so that a wrong path costs no run."""
+def open_report(args: argparse.Namespace) -> Optional[TextIO]:
+    """Open FILE.partial for --output FILE before the run, so that a wrong path costs no run."""
     parser: argparse.ArgumentParser = args.parser
     if not args.output:
-        return contextlib.nullcontext()
+        return None
     try:
-        return open(args.output, "w", encoding="utf-8")
+        return open(f"{args.output}.partial", "w", encoding="utf-8")  # run_conform closes it
     except OSError as error:
         parser.error(f"cannot write the report to {args.output}: {error.strerror}")
+
+
+def finish_report(partial: str, path: str, status: int) -> None:
+    """Put a finished report in place of any older one; leave the older one if nothing was graded."""
+    if status == 2:  # the server could not be reached: there is no report
+        os.unlink(partial)
+    else:
+        os.replace(partial, path)
 
 
 def read_text(path: str) -> str:
@@ -371,7 +389,13 @@ def read_text(path: str) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command named on the command line."""
     args = build_parser().parse_args(argv)
-    status: int = args.run(args)
+    try:
+        status: int = args.run(args)
+    except BrokenPipeError:
+        # Whoever read the output stopped (mechat conform | head): stop quietly, and
+        # keep Python from complaining again as it flushes stdout on the way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return status
 
 

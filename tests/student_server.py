@@ -45,6 +45,7 @@ class Mistake(str, enum.Enum):
     CLOSES_ON_REFUSAL = "closes-on-refusal"
     GLUED_NOTICES = "glued-notices"
     IGNORES_EOF = "ignores-eof"
+    ONE_AT_A_TIME = "one-at-a-time"
 
 
 #: The mistakes' names, as serving() and the command line take them.
@@ -62,6 +63,7 @@ EFFECTS: Dict[Mistake, str] = {
     Mistake.CLOSES_ON_REFUSAL: "after any #invalid_* refusal the server closes that connection",
     Mistake.GLUED_NOTICES: "notices have no LF after them; relayed messages keep theirs",
     Mistake.IGNORES_EOF: "when recv() returns no bytes, the connection stays open until the server stops",
+    Mistake.ONE_AT_A_TIME: "one client is served at a time: the next is accepted when the first has gone",
 }
 
 # nickname = nick-first *29VCHAR, nick-first = %x21-2E / %x30-7E           §3
@@ -264,6 +266,16 @@ class StudentServer(socketserver.ThreadingTCPServer):
         self.waiting: Optional[StudentHandler] = None  # the client in the waiting slot
         self.closing = threading.Event()  # set when the server stops: ignores-eof handlers end then
         super().__init__(address, StudentHandler)
+
+    def process_request(self, request: socket.socket, client_address: Tuple[str, int]) -> None:  # type: ignore[override]
+        """Serve in a thread of its own, or, one-at-a-time, in the accepting thread itself."""
+        if Mistake.ONE_AT_A_TIME not in self.mistakes:
+            super().process_request(request, client_address)
+            return
+        try:
+            self.finish_request(request, client_address)
+        finally:
+            self.shutdown_request(request)
 
     def server_close(self) -> None:
         """Stop listening, and let handlers that ignored an end of file end too."""

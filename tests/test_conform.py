@@ -9,6 +9,7 @@ the command line.
 
 import contextlib
 import io
+import os
 import socket
 import socketserver
 import subprocess
@@ -133,6 +134,20 @@ def test_command_line_against_mechat(start_server: StartServer) -> None:
     assert all(line.startswith("PASS §") for line in lines[:-1])
 
 
+def test_a_reader_that_stops_early_gets_no_traceback(start_server: StartServer) -> None:
+    """``mechat conform | head -1``: the kit stops quietly when its reader has gone away."""
+    server = start_server(max_rate=0)
+    command = [sys.executable, "-m", "mechat", "conform", "--port", str(server.port)]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line: every write fails
+    try:
+        with subprocess.Popen(command, cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE) as kit:
+            _, errors = kit.communicate(timeout=60)
+    finally:
+        os.close(write_end)
+    assert (kit.returncode, errors) == (1, b"")
+
+
 def test_refused_connection_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     """No server: one clear line on stderr, no traceback, exit status 2."""
     with refusing_port() as port:
@@ -210,14 +225,15 @@ def test_hanging_server_fails_the_preflight_and_the_rest_is_skipped(silent_port:
         "PREFLIGHT FAILED: the server could not close a connection whose client hung up."
         " sent early: <hangs up at once: end of file>; expected early gets <connection closed>;"
         " got <nothing within 0.2 s>. Likely mistake: early hung up (end of file) and your server kept"
-        " the connection open"
+        " the connection open, or never read from it"
     )
-    assert lines[0].endswith(
-        "Until it can, the kit skips 1 of the 2 checks, those that need it. Fix this first."
+    assert (
+        "The kit tried the next steps anyway; the server could not answer a nickname with #wait:" in lines[0]
     )
+    assert lines[0].endswith("Until it can, the kit skips 1 check of 2, those that need it. Fix this first.")
     assert lines[1] == (
-        "SKIP §2.1 two lines in one segment are two lines: needs a pair that relays lines,"
-        " which the preflight could not get"
+        "SKIP §2.1 two lines in one segment are two lines: the server could not close a connection whose"
+        " client hung up, which this check needs (see the preflight)"
     )
     assert lines[2] == (
         "FAIL §7.1 /quit before a nickname closes the connection: sent newcomer: '/quit'; expected newcomer"

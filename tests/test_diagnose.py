@@ -33,8 +33,10 @@ PREFLIGHT_DIAGNOSES = {
     " sender; relay each line to the partner only (§7.3)",
     "recv-is-line": "your server answered 'first of two\\nsecond of two\\n', 2 lines in one write, with"
     " #invalid_message: it may take each recv() as one message; cut lines at each LF instead (§2.1)",
-    "ignores-eof": "early hung up (end of file) and your server kept the connection open: when recv() returns"
-    " no bytes the client has gone, so close the connection (§8)",
+    "ignores-eof": "early hung up (end of file) and your server kept the connection open, or never read from"
+    " it: when recv() returns no bytes the client has gone, so close the connection (§8)",
+    "one-at-a-time": "bob got no answer at all while alice was connected: your server may serve one client"
+    " at a time; serve each connection in a thread of its own, or with select() (§7.1)",
     "no-wait": "alice was never told #wait, but was matched when bob came: a client with nobody to meet"
     " must be told #wait at once (§7.1)",
 }
@@ -98,7 +100,7 @@ CHECK_DIAGNOSES = {
 
 def diagnosis_of(check_id: str, port: int) -> Optional[str]:
     """Run one check against the server at ``port``; return its diagnosis, or None if it passed."""
-    result = runner.run_check(registry.by_id()[check_id], ("127.0.0.1", port), TIMEOUT)
+    result = runner.run_check(registry.by_id()[check_id], ("127.0.0.1", port), TIMEOUT, nicknames_work=True)
     return None if result.passed or result.exchange is None else result.exchange.diagnosis
 
 
@@ -200,9 +202,21 @@ def evidence(**fields: Any) -> Evidence:
         ),
         # /quit left the connection open (§5.1).
         (
-            {"expected": CLOSED, "own_write": b"/quit\n"},
+            {"expected": CLOSED, "own_write": b"/quit\n", "last_write": b"/quit\n"},
             "your server kept alice's connection open after '/quit\\n': close it (§5.1, §8)",
         ),
+        # The partner of a client that quit was told, and not closed: its own nickname is not to blame (§8).
+        (
+            {
+                "expected": CLOSED,
+                "own_write": b"alice\n",
+                "last_write": b"/quit\n",
+                "last_read": b"#user_quit",
+            },
+            "your server told alice #user_quit and kept its connection open: close it too (§8)",
+        ),
+        # The server does not keep the LF (the preflight's 'alice' was accepted): /quit is refused otherwise.
+        ({"got": b"#invalid_command", "last_write": b"/quit\n"}, ""),
     ],
 )
 def test_each_rule_fires_only_on_its_own_evidence(fields: Dict[str, Any], diagnosis: str) -> None:

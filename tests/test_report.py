@@ -18,6 +18,7 @@ import pytest
 
 from mechat.conform import preflight, registry, report, runner
 from mechat.conform.report import Grading
+from tests.ports import refusing_port
 from tests.student_server import serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,7 +121,9 @@ def test_gradescope_results_have_the_documented_keys(keeps_cr: Grading, crlf_out
         assert document["output_format"] == "text"
     skipped = strict_json(report.as_gradescope(crlf_out))
     assert skipped["output"].startswith("PREFLIGHT FAILED")
-    assert all(test["output"].startswith("needs ") for test in skipped["tests"])
+    assert all(
+        test["output"].startswith("the server could not answer a nickname") for test in skipped["tests"]
+    )
     failed = [
         test for test in strict_json(report.as_gradescope(keeps_cr))["tests"] if test["status"] == "failed"
     ]
@@ -143,10 +146,11 @@ def test_text_report_opens_with_the_preflight_when_it_failed(crlf_out: Grading) 
         ("{", "not JSON"),
         ('{"§x": 1}', "'§x' is neither a check id nor a section"),
         ('{"no-such-check": 1}', "'no-such-check' is neither a check id nor a section"),
-        ('{"§2": -1}', "the weight of '§2' must be a number of points, 0 or more, not -1"),
+        ('{"§2": -1}', "the weight of '§2' must be a number of points from 0 to 1,000,000, not -1"),
         ('{"§2": true}', "the weight of '§2' must be a number of points"),
-        ('{"§2": NaN}', "the weight of '§2' must be a number of points, 0 or more, not nan"),
-        ('{"§2": Infinity}', "the weight of '§2' must be a number of points, 0 or more, not inf"),
+        ('{"§2": NaN}', "the weight of '§2' must be a number of points from 0 to 1,000,000, not nan"),
+        ('{"§2": Infinity}', "the weight of '§2' must be a number of points from 0 to 1,000,000, not inf"),
+        ('{"§2": 1' + "0" * 400 + "}", "the weight of '§2' must be a number of points from 0 to 1,000,000"),
         ('{"§2.9": 1}', "no check is in section §2.9"),
     ],
 )
@@ -196,6 +200,18 @@ def test_output_file_gets_the_report_and_stdout_the_summary(tmp_path: Path) -> N
     assert finished.returncode == 1
     document = strict_json((tmp_path / "results.json").read_text())
     assert len(document["tests"]) == 3 and document["score"] == 0 and document["tests"][0]["max_score"] == 3
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["results.json", "weights.json"]
+
+
+def test_a_run_that_grades_nothing_leaves_the_last_report_alone(tmp_path: Path) -> None:
+    """--output FILE is replaced only by a finished report: an unreachable server leaves the old one."""
+    report = tmp_path / "results.json"
+    report.write_text("the last report")
+    with refusing_port() as port:
+        finished = run_command("--port", str(port), "--output", str(report))
+    assert finished.returncode == 2
+    assert report.read_text() == "the last report"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["results.json"]
 
 
 def test_bad_options_are_one_line_errors_with_exit_2(tmp_path: Path) -> None:

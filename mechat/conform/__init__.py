@@ -61,6 +61,8 @@ def run(
         print(f"mechat conform: cannot connect to {host}:{port}: {problem}", file=sys.stderr)
         return 2
     chosen = list(select([core.FEATURE]) if checks is None else checks)
+    if not chosen:
+        raise ValueError("no checks to run")
     started = time.monotonic()
     flight = preflight.run(address, timeout, max(check.needs for check in chosen))
     stream = format == "text" and output is None

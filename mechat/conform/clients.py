@@ -262,7 +262,9 @@ class Session:
     def others(self, reader: Client) -> Tuple[diagnose.Other, ...]:
         """Return what every client but ``reader`` has received and not read."""
         return tuple(
-            diagnose.Other(client.name, client.pending()) for client in self.clients if client is not reader
+            diagnose.Other(client.name, client.pending(), client.ended is None)
+            for client in self.clients
+            if client is not reader
         )
 
     def close(self, wait: bool = True) -> None:

@@ -67,6 +67,11 @@ def show(value: Reply, limit: int = 40) -> str:
     return text
 
 
+def plural(count: int, noun: str) -> str:
+    """Return ``count`` and ``noun``, with an s unless the count is one: "1 check", "2 checks"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 class Evidence(NamedTuple):
     """What one client saw when a read went wrong, and what had been sent."""
 
@@ -92,6 +97,7 @@ class Other(NamedTuple):
 
     name: str
     pending: bytes  # what it received and has not read, lines with their LF
+    connected: bool  # whether its connection is still open, as far as the kit has seen
 
 
 Rule = Callable[[Evidence], str]
@@ -195,6 +201,20 @@ def echo(evidence: Evidence) -> str:
     )
 
 
+def one_at_a_time(evidence: Evidence) -> str:
+    """A client got no answer at all while another is connected: the server serves one at a time (§7.1)."""
+    got, expected = evidence.got, evidence.expected
+    silent = isinstance(got, Outcome) and got.kind == Outcome.SILENCE and not evidence.unterminated
+    connected = [other.name for other in evidence.others if other.connected]
+    wanted_a_partner = isinstance(expected, bytes) and expected.startswith(wire(Notice.MATCHED_TO))
+    if not (silent and evidence.last_read is None and connected and wanted_a_partner):
+        return ""
+    return (
+        f"{evidence.reader} got no answer at all while {connected[-1]} was connected: your server may serve"
+        " one client at a time; serve each connection in a thread of its own, or with select() (§7.1)"
+    )
+
+
 def no_wait(evidence: Evidence) -> str:
     """A client that should wait got no answer at all: #wait was never sent (§7.1, §7.2)."""
     got = evidence.got
@@ -232,11 +252,17 @@ def not_closed(evidence: Evidence) -> str:
         return ""
     if not evidence.own_write:
         return (
-            f"{evidence.reader} hung up (end of file) and your server kept the connection open: when recv()"
-            " returns no bytes the client has gone, so close the connection (§8)"
+            f"{evidence.reader} hung up (end of file) and your server kept the connection open, or never read"
+            " from it: when recv() returns no bytes the client has gone, so close the connection (§8)"
         )
-    kept = f"your server kept {evidence.reader}'s connection open after {show(evidence.own_write)}"
-    return f"{kept}: close it (§5.1, §8)"
+    if evidence.last_read == USER_QUIT:
+        return (
+            f"your server told {evidence.reader} #user_quit and kept its connection open: close it too (§8)"
+        )
+    if evidence.own_write == evidence.last_write:  # the reader's own line was the last thing sent
+        kept = f"your server kept {evidence.reader}'s connection open after {show(evidence.own_write)}"
+        return f"{kept}: close it (§5.1, §8)"
+    return f"your server kept {evidence.reader}'s connection open where the spec closes it (§8)"
 
 
 def partner_closed_after_refusal(evidence: Evidence) -> str:
@@ -268,6 +294,7 @@ RULES: List[Rule] = [
     carriage_return,
     echo,
     no_wait,
+    one_at_a_time,
     closed_early,
     not_closed,
     partner_closed_after_refusal,

@@ -22,15 +22,22 @@ line and the next one at once.
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from mechat.conform.clients import MATCHED_TO, Address, Exchange, Failure, Session, show
-from mechat.conform.diagnose import CLOSED, WAIT, Outcome
+from mechat.conform.diagnose import CLOSED, WAIT, Outcome, plural
 from mechat.conform.registry import Check, Stage
 
 
 class Preflight(NamedTuple):
-    """How far the basics got, and the exchange that stopped them, if any."""
+    """How far the basics got, what stopped them, and what else went wrong."""
 
-    reached: Stage
-    failure: Optional[Exchange] = None
+    reached: Stage  # the last step that worked, with every step before it
+    failure: Optional[Exchange] = None  # the step after it
+    also: Optional[Exchange] = None  # a later step, tried anyway after a failed hang-up
+    also_step: str = ""  # what that later step tried, in words
+
+    @property
+    def failed_step(self) -> str:
+        """Say, in words, what the step that failed tried to get the server to do."""
+        return next(words for stage, words, _ in STEPS if stage > self.reached) if self.failure else ""
 
     def blocks(self, check: Check) -> bool:
         """Tell whether ``check`` needs a step that did not work."""
@@ -40,58 +47,80 @@ class Preflight(NamedTuple):
         """Explain the failure, and what it means for ``checks``, in one paragraph."""
         if self.failure is None:
             return ""
-        failed_step = next(words for stage, words, _ in STEPS if stage > self.reached)
         skipped = sum(self.blocks(check) for check in checks)
+        text = f"PREFLIGHT FAILED: the server could not {self.failed_step}. {self.failure}."
+        if self.also is not None:
+            text += (
+                f" The kit tried the next steps anyway; the server could not {self.also_step}: {self.also}."
+            )
         return (
-            f"PREFLIGHT FAILED: the server could not {failed_step}. {self.failure}. Until it can, the kit"
-            f" skips {skipped} of the {len(checks)} checks, those that need it. Fix this first."
+            f"{text} Until it can, the kit skips {plural(skipped, 'check')} of {len(checks)}, those that"
+            " need it. Fix this first."
         )
 
 
 def run(address: Address, timeout: float, up_to: Stage = Stage.RELAY) -> Preflight:
-    """Walk through the steps in order, as far as ``up_to``; stop at the first that fails."""
-    reached = Stage.NOTHING
+    """Walk through the steps in order, as far as ``up_to``, and stop at the first that fails.
+
+    A failed hang-up is the exception: the steps after it do not need it,
+    and they may show a mistake the student should hear about first (a
+    missing LF), so they are tried too, with no waiting for closes.
+    """
     session = Session(address, timeout)
+    flight = Preflight(Stage.NOTHING)
     try:
-        for stage, _words, step in STEPS:
+        for stage, words, step in STEPS:
             if stage > up_to:
                 break
-            try:
-                step(session)
-            except Failure as failure:
-                return Preflight(reached, failure.exchange)
-            except OSError as error:
-                return Preflight(reached, Exchange(session.last_sent, "a working connection", f"<{error}>"))
-            reached = stage
-        return Preflight(reached)
+            failure = attempt(step, session)
+            if failure is None and flight.failure is None:
+                flight = flight._replace(reached=stage)
+            elif failure is not None and flight.failure is None:
+                flight = flight._replace(failure=failure)
+                if stage is not Stage.HANG_UP:
+                    break
+            elif failure is not None:
+                flight = flight._replace(also=failure, also_step=words)
+                break
+        return flight
     finally:
-        session.close(wait=reached >= Stage.HANG_UP)  # no wait for a server that ignores end of file
+        session.close(wait=flight.failure is None)  # nothing to wait for from a server in trouble
+
+
+def attempt(step: Callable[[Session], None], session: Session) -> Optional[Exchange]:
+    """Run one step; return the exchange that shows its failure, or None if it worked."""
+    try:
+        step(session)
+    except Failure as failure:
+        return failure.exchange
+    except OSError as error:
+        return Exchange(session.last_sent, "a working connection", f"<{error}>")
+    return None
 
 
 def connect(session: Session) -> None:
-    """Open the first connection."""
-    session.connect("alice")
+    """Open a first connection, the one the next step hangs up."""
+    session.connect("early")
 
 
 def hang_up(session: Session) -> None:
-    """Connect, hang up at once, and expect the server to close the connection (§8).
+    """Hang up the first connection at once, and expect the server to close it (§8).
 
     Every check ends by hanging up its clients and waiting for the server
     to close them; a server that never does would cost a timeout per check.
+    No other connection of the kit is open meanwhile, so a server that
+    serves one client at a time is not mistaken for one that ignores the
+    end of file.
     """
-    own = Session(session.address, session.timeout)
-    try:
-        early = own.connect("early")
-        early.note("<hangs up at once: end of file>")
-        early.hang_up()
-        early.expect(CLOSED)
-    finally:
-        own.close(wait=False)  # closed already, or never will be
+    (early,) = session.clients
+    early.note("<hangs up at once: end of file>")
+    early.hang_up()
+    early.expect(CLOSED)
 
 
 def wait(session: Session) -> None:
-    """Choose a nickname and expect #wait; if no line comes, take a second look."""
-    (alice,) = session.clients
+    """Connect, choose a nickname and expect #wait; if no line comes, take a second look."""
+    alice = session.connect("alice")
     alice.send(b"alice")
     got = alice.read_line()
     if got == WAIT:
@@ -107,7 +136,7 @@ def second_look(session: Session, silence: Outcome) -> Failure:
     A server that sends no #wait still matches the two; one that sends no
     LF shows more unterminated notices, glued to the first.
     """
-    (alice,) = session.clients
+    alice = session.clients[-1]
     session.connect("bob").send(b"bob")
     later = alice.read_line()
     if later == MATCHED_TO + b"bob":
@@ -124,13 +153,12 @@ def second_look(session: Session, silence: Outcome) -> Failure:
 
 def pair(session: Session) -> None:
     """Connect a second client and see the two matched, each told the other's name."""
-    (alice,) = session.clients
-    session.meet(alice, "bob")
+    session.meet(session.clients[-1], "bob")
 
 
 def relay(session: Session) -> None:
     """Send one line each way, then two lines in one write, and see each arrive as sent (§2.1, §7.3)."""
-    alice, bob = session.clients
+    alice, bob = session.clients[-2:]
     for sender, receiver in ((alice, bob), (bob, alice)):
         line = b"preflight line from " + sender.name.encode("ascii")
         sender.send(line)

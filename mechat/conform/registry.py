@@ -24,19 +24,6 @@ class Stage(enum.IntEnum):
     PAIR = 4  # a second nickname pairs the two
     RELAY = 5  # a line goes each way, and two lines in one write arrive as two
 
-    @property
-    def need(self) -> str:
-        """Say, for a skipped check, what it needs."""
-        return NEEDS[self]
-
-
-NEEDS = {
-    Stage.CONNECT: "a connection",
-    Stage.HANG_UP: "a server that closes a connection when its client hangs up",
-    Stage.WAIT: "a client that waits",
-    Stage.PAIR: "a pair of clients",
-    Stage.RELAY: "a pair that relays lines",
-}
 
 CheckFunction = Callable[[Session], Exchange]
 

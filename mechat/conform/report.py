@@ -15,17 +15,20 @@ that contains it (``"§2.1"`` before ``"§2"``), else one point.
 """
 
 import json
-import math
 import xml.etree.ElementTree as ElementTree
 from types import MappingProxyType
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple
 
 from mechat.conform.clients import Address
+from mechat.conform.diagnose import plural
 from mechat.conform.preflight import Preflight
 from mechat.conform.registry import CHECKS, Check, in_section, is_section, section_key
 from mechat.conform.runner import Result, Status
 
 Weights = Mapping[str, float]
+
+#: The most points one check may be worth: totals stay finite, and far from any float's limits.
+MAX_WEIGHT = 1_000_000
 
 
 def load_weights(text: str) -> Dict[str, float]:
@@ -43,8 +46,10 @@ def load_weights(text: str) -> Dict[str, float]:
         if is_section(key) and not any(in_section(check, key) for check in CHECKS):
             raise ValueError(f"no check is in section {key} (mechat conform --list)")
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (number and math.isfinite(value) and value >= 0):
-            raise ValueError(f"the weight of {key!r} must be a number of points, 0 or more, not {value!r}")
+        if not (number and 0 <= value <= MAX_WEIGHT):  # NaN fails both comparisons
+            raise ValueError(
+                f"the weight of {key!r} must be a number of points from 0 to {MAX_WEIGHT:,}, not {value!r}"
+            )
     return {key: float(value) for key, value in weights.items()}
 
 
@@ -83,7 +88,7 @@ class Grading(NamedTuple):
 def summary(grading: Grading) -> str:
     """Return the one-line summary that ends every text report."""
     passed, failed = grading.count(Status.PASS), grading.count(Status.FAIL)
-    line = f"{len(grading.results)} checks: {passed} passed, {failed} failed"
+    line = f"{plural(len(grading.results), 'check')}: {passed} passed, {failed} failed"
     if grading.count(Status.SKIP):
         line += f", {grading.count(Status.SKIP)} skipped"
     if grading.weights:

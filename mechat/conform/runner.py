@@ -93,9 +93,9 @@ def pair_off_leftovers(address: Address, timeout: float) -> None:
                 return
 
 
-def skipped(check: Check) -> Result:
+def skipped(check: Check, flight: Preflight) -> Result:
     """Return the SKIP verdict of a check that needs a step the preflight could not do."""
-    reason = f"needs {check.needs.need}, which the preflight could not get"
+    reason = f"the server could not {flight.failed_step}, which this check needs (see the preflight)"
     return Result(check, Status.SKIP, skipped_because=reason)
 
 
@@ -108,12 +108,14 @@ def run_all(
     """Run the checks (all by default) in spec order after the preflight, yielding each verdict."""
     chosen = sorted(CHECKS if checks is None else checks, key=lambda check: section_key(check.section))
     if flight is None:
-        flight = preflight.run(address, timeout, max(check.needs for check in chosen))
+        flight = preflight.run(
+            address, timeout, max((check.needs for check in chosen), default=Stage.NOTHING)
+        )
     for check in chosen:
         if flight.blocks(check):
-            yield skipped(check)
+            yield skipped(check, flight)
             continue
-        if flight.reached >= Stage.WAIT:  # sweeping needs a server that says #wait
+        if flight.reached >= Stage.PAIR:  # sweeping needs a server that says #wait and pairs
             pair_off_leftovers(address, timeout)
         yield run_check(check, address, timeout, flight.reached >= Stage.WAIT)
 
