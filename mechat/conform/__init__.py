@@ -29,7 +29,7 @@ import time
 from typing import Optional, Sequence, TextIO
 
 from mechat.conform import core, preflight
-from mechat.conform.registry import Check, select
+from mechat.conform.registry import Check, deepest_need, select
 from mechat.conform.report import FORMATS, Grading, Weights, listing, load_weights, render, summary
 from mechat.conform.runner import DEFAULT_TIMEOUT, run_all, unreachable
 
@@ -64,7 +64,7 @@ def run(
     if not chosen:
         raise ValueError("no checks to run")
     started = time.monotonic()
-    flight = preflight.run(address, timeout, max(check.needs for check in chosen))
+    flight = preflight.run(address, timeout, deepest_need(chosen))
     stream = format == "text" and output is None
     if stream and flight.failure:
         print(flight.paragraph(chosen), file=out, flush=True)

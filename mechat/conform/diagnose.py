@@ -91,6 +91,17 @@ class Evidence(NamedTuple):
         """Return what arrived in place of the expected line, LF or not."""
         return self.got if isinstance(self.got, bytes) else self.unterminated
 
+    @property
+    def replies(self) -> List[bytes]:
+        """Return what arrived for every client of the check: the reader's text, then the others' unread."""
+        return [self.text, *(other.pending for other in self.others)]
+
+    @property
+    def silent(self) -> bool:
+        """Tell whether the read timed out with not one byte of a line waiting."""
+        got = self.got
+        return isinstance(got, Outcome) and got.kind == Outcome.SILENCE and not self.unterminated
+
 
 class Other(NamedTuple):
     """Another client of the same check, seen when the reader's read went wrong."""
@@ -136,7 +147,7 @@ def line_end_in_command(evidence: Evidence) -> str:
     """A valid command was refused because the server kept its LF, or its CR, in it (§2.1, §2.2, §5.3)."""
     sent = evidence.last_write
     command = sent.rstrip(CR + LF)
-    replies = [evidence.text, *(other.pending for other in evidence.others)]
+    replies = evidence.replies
     refused = any(reply.startswith(wire(Notice.INVALID_COMMAND)) for reply in replies)
     name = command[len(b"/nickname ") :] if command.startswith(b"/nickname ") else b""
     valid = command == b"/quit" or (name and b" " not in name)
@@ -158,7 +169,7 @@ def line_end_kept(sent: bytes, refusal: str, what: str, section: str) -> str:
 def lines_taken_as_one(evidence: Evidence) -> str:
     """Two lines sent in one write were refused together: one recv() was taken as one message (§2.1)."""
     sent = evidence.last_write
-    replies = [evidence.text, *(other.pending for other in evidence.others)]
+    replies = evidence.replies
     refusals = [refusal for refusal in REFUSALS for reply in replies if reply.startswith(refusal)]
     if sent.count(LF) < 2 or not refusals:
         return ""
@@ -203,11 +214,10 @@ def echo(evidence: Evidence) -> str:
 
 def one_at_a_time(evidence: Evidence) -> str:
     """A client got no answer at all while another is connected: the server serves one at a time (§7.1)."""
-    got, expected = evidence.got, evidence.expected
-    silent = isinstance(got, Outcome) and got.kind == Outcome.SILENCE and not evidence.unterminated
+    expected = evidence.expected
     connected = [other.name for other in evidence.others if other.connected]
     wanted_a_partner = isinstance(expected, bytes) and expected.startswith(wire(Notice.MATCHED_TO))
-    if not (silent and evidence.last_read is None and connected and wanted_a_partner):
+    if not (evidence.silent and evidence.last_read is None and connected and wanted_a_partner):
         return ""
     return (
         f"{evidence.reader} got no answer at all while {connected[-1]} was connected: your server may serve"
@@ -217,9 +227,7 @@ def one_at_a_time(evidence: Evidence) -> str:
 
 def no_wait(evidence: Evidence) -> str:
     """A client that should wait got no answer at all: #wait was never sent (§7.1, §7.2)."""
-    got = evidence.got
-    silent = isinstance(got, Outcome) and got.kind == Outcome.SILENCE and not evidence.unterminated
-    if not (silent and evidence.expected == WAIT):
+    if not (evidence.silent and evidence.expected == WAIT):
         return ""
     return (
         f"{evidence.reader} got no answer to {show(evidence.own_write)}: a client with nobody to meet is"
@@ -246,9 +254,8 @@ def closed_early(evidence: Evidence) -> str:
 
 def not_closed(evidence: Evidence) -> str:
     """A connection the spec ends stayed open: after end of file, or after /quit (§5.1, §8)."""
-    expected, got = evidence.expected, evidence.got
-    silent = isinstance(got, Outcome) and got.kind == Outcome.SILENCE and not evidence.unterminated
-    if not (silent and isinstance(expected, Outcome) and expected.kind == Outcome.ENDED):
+    expected = evidence.expected
+    if not (evidence.silent and isinstance(expected, Outcome) and expected.kind == Outcome.ENDED):
         return ""
     if not evidence.own_write:
         return (

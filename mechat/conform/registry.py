@@ -64,6 +64,11 @@ def checker(feature: str) -> Callable[..., Callable[[CheckFunction], CheckFuncti
     return check
 
 
+def deepest_need(checks: Iterable[Check]) -> Stage:
+    """Return the furthest preflight step that any of ``checks`` needs: how far the preflight must go."""
+    return max((check.needs for check in checks), default=Stage.NOTHING)
+
+
 def section_key(section: str) -> Tuple[int, ...]:
     """Order sections numerically (§2.3 before §2.10)."""
     return tuple(int(number) for number in section.lstrip("§").split("."))

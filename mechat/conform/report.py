@@ -80,6 +80,10 @@ class Grading(NamedTuple):
         """Return the points of the checks that passed."""
         return sum(points(result.check, self.weights) for result in self.results if result.passed)
 
+    def explanation(self) -> str:
+        """Return the preflight's paragraph about these checks, or "" if the preflight passed."""
+        return self.preflight.paragraph([result.check for result in self.results])
+
     def max_score(self) -> float:
         """Return the points of every check run or skipped."""
         return sum(points(result.check, self.weights) for result in self.results)
@@ -98,8 +102,7 @@ def summary(grading: Grading) -> str:
 
 def as_text(grading: Grading) -> str:
     """Return the text report: the preflight's paragraph if it failed, one line per check, the summary."""
-    checks = [result.check for result in grading.results]
-    lines = [grading.preflight.paragraph(checks)] if grading.preflight.failure else []
+    lines = [grading.explanation()] if grading.preflight.failure else []
     lines += [str(result) for result in grading.results]
     return "\n".join([*lines, summary(grading)]) + "\n"
 
@@ -130,7 +133,7 @@ def preflight_record(grading: Grading) -> Dict[str, Any]:
     return {
         "status": "FAIL" if failure else "PASS",
         "reached": grading.preflight.reached.name.lower(),
-        "explanation": grading.preflight.paragraph([result.check for result in grading.results]) or None,
+        "explanation": grading.explanation() or None,
     }
 
 
@@ -189,7 +192,7 @@ def testcase(classname: str, name: str, seconds: float) -> ElementTree.Element:
 def preflight_case(grading: Grading) -> ElementTree.Element:
     """Return the preflight as a testcase, failed with its paragraph if it failed."""
     case = testcase("mechat.conform.preflight", "preflight", 0.0)
-    explanation = preflight_record(grading)["explanation"]
+    explanation = grading.explanation()
     if explanation:
         ElementTree.SubElement(case, "failure", message=explanation, type="FAIL").text = explanation
     return case
@@ -211,7 +214,7 @@ def check_case(result: Result) -> ElementTree.Element:
 
 def as_gradescope(grading: Grading) -> str:
     """Return Gradescope's results.json: one test per check, scored by the weights."""
-    explanation = preflight_record(grading)["explanation"]
+    explanation = grading.explanation()
     document = {
         "score": grading.score(),
         "execution_time": round(grading.seconds),

@@ -17,7 +17,7 @@ from mechat.conform import preflight
 from mechat.conform.clients import MATCHED_TO, Address, Exchange, Failure, Session
 from mechat.conform.diagnose import WAIT
 from mechat.conform.preflight import Preflight
-from mechat.conform.registry import CHECKS, Check, Stage, section_key
+from mechat.conform.registry import CHECKS, Check, Stage, deepest_need, section_key
 
 #: Seconds any one expected line may take to arrive (``--timeout``).
 DEFAULT_TIMEOUT = 5.0
@@ -108,9 +108,7 @@ def run_all(
     """Run the checks (all by default) in spec order after the preflight, yielding each verdict."""
     chosen = sorted(CHECKS if checks is None else checks, key=lambda check: section_key(check.section))
     if flight is None:
-        flight = preflight.run(
-            address, timeout, max((check.needs for check in chosen), default=Stage.NOTHING)
-        )
+        flight = preflight.run(address, timeout, deepest_need(chosen))
     for check in chosen:
         if flight.blocks(check):
             yield skipped(check, flight)
