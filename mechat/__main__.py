@@ -71,6 +71,20 @@ LIMIT_FLAGS: List[Flag] = [
         "LINES_PER_SECOND",
         "lines a second one client may send; 0 turns flood control off",
     ),
+    (
+        "--send-queue",
+        at_least(4096, int),
+        protocol.DEFAULT_SEND_QUEUE,
+        "BYTES",
+        "octets a client may fall behind in reading before it is dropped",
+    ),
+    (
+        "--all-rate",
+        at_least(0, float),
+        protocol.DEFAULT_ALL_RATE,
+        "PER_SECOND",
+        "/all lines a second one client may send; 0 turns the limit off",
+    ),
 ]
 
 
@@ -260,6 +274,8 @@ def run_serve(args: argparse.Namespace) -> int:
         nickname_timeout=args.nick_timeout,
         send_timeout=args.send_timeout,
         max_rate=args.max_rate,
+        send_queue=args.send_queue,
+        all_rate=args.all_rate,
     )
     try:
         server = ChatServer((args.host, args.port), limits)

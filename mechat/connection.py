@@ -7,15 +7,27 @@ the Matchmaker queued for it, and it can be hung up from another thread and
 closed without losing its last line.  Every operating-system detail of the
 server lives here, so that :mod:`mechat.server` reads as the protocol.
 
-Locks.  A connection's socket is read by one thread only, its handler.  It
-is written to by two (its own handler sends replies, its partner's handler
-relays lines) and shut from others (a partner leaving, the server
-stopping).  Each connection has two locks for that:
+The send queue (§9.6).  A write never waits for a client to read.
+:meth:`Connection.flush` sends what the socket takes at once and keeps the
+rest in the connection's send queue, ``_unsent``; the drain thread
+(:mod:`mechat.drain`) writes it as the client reads.  So a handler relaying
+a line, a direct message or a broadcast is never held up by a recipient
+that has stopped reading: IRC servers call this queue the SendQ.  Once a
+queue is longer than its cap, or has not moved for the send timeout, its
+client is dropped (§9.4).  The queue is bounded by that cap plus the
+lines of one flush, so memory per connection stays bounded too.
 
-* ``_send_lock`` lets one thread write at a time.  :meth:`Connection.flush`
-  holds it across both the Matchmaker call that empties the outbox and the
-  send, so no thread can send newer lines before the older ones taken by
-  another are on the wire: the outbox order survives.
+Locks.  A connection's socket is read by one thread only, its handler.  It
+is written to by several (its own handler sends replies, other handlers
+relay lines to it, the drain thread writes its send queue) and shut from
+others (a partner leaving, the server stopping).  Each connection has two
+locks for that:
+
+* ``_send_lock`` lets one thread write at a time, and guards the send
+  queue.  :meth:`Connection.flush` holds it across both the Matchmaker
+  call that empties the outbox and the send, and new lines go behind any
+  still queued, so no thread can send newer lines before older ones: the
+  outbox order survives onto the wire.
 * ``_life_lock`` keeps :meth:`Connection.close` apart from
   :meth:`Connection.hang_up` and :meth:`Connection.hung_up`: once a socket
   is closed its descriptor number may already belong to a newer client, so
@@ -47,15 +59,20 @@ macOS and Windows:
 """
 
 import contextlib
+import logging
 import select
 import socket
 import struct
 import sys
 import threading
 import time
+from typing import Union
 
 from mechat import protocol
+from mechat.drain import Drainer
 from mechat.matchmaker import Chatter, Matchmaker
+
+log = logging.getLogger(__name__)
 
 try:  # Unix only: Windows has neither module
     import fcntl
@@ -98,16 +115,31 @@ LINGER_READ = 65536
 TCP_CLOSE = 7
 
 
+class SendQueueFull(OSError):
+    """A client fell further behind in reading than its send queue's cap (§9.6)."""
+
+
 class Connection(Chatter):
     """A Chatter with a socket: writes what it is owed, and can be hung up."""
 
     def __init__(
-        self, sock: socket.socket, address: str, send_timeout: float = protocol.DEFAULT_SEND_TIMEOUT
+        self,
+        sock: socket.socket,
+        address: str,
+        drainer: Drainer,
+        send_timeout: float = protocol.DEFAULT_SEND_TIMEOUT,
+        send_queue: int = protocol.DEFAULT_SEND_QUEUE,
     ) -> None:
         super().__init__(address)
         self.sock = sock
+        self.drainer = drainer
         self.send_timeout = send_timeout
-        self._send_lock = threading.Lock()  # one writer at a time
+        self.send_queue = send_queue  # the cap, in octets
+        self._send_lock = threading.Lock()  # one writer at a time; guards the fields below
+        self._sent = threading.Condition(self._send_lock)  # notified when the queue empties
+        self._unsent = bytearray()  # the send queue: owed, but not yet taken by the socket
+        self._stalled_since = 0.0  # when the queue last moved, while it is not empty
+        self._finishing = False  # close() has begun: nobody else writes any more
         self._life_lock = threading.Lock()  # close() versus hang_up()
         self._closed = False
         self._cut_off = False  # hung up for writing too: nothing more will be acknowledged
@@ -115,15 +147,76 @@ class Connection(Chatter):
         self.finished = threading.Event()
 
     def flush(self, matchmaker: Matchmaker) -> None:
-        """Write everything this connection is owed; raise OSError if it can't be."""
+        """Write what this connection is owed, or queue what the socket won't take yet (§9.6).
+
+        Raise OSError if the client has reset, and SendQueueFull if it has
+        fallen too far behind; the caller drops it either way (§9.4).
+        """
         with self._send_lock:
             lines = matchmaker.take_outbox(self)
-            if lines and not self._closed:
-                send_within(self.sock, lines, self.send_timeout)
+            if self._finishing or not lines:
+                return
+            if len(self._unsent) > self.send_queue:
+                raise SendQueueFull("over %d octets behind" % self.send_queue)
+            if self._unsent:  # behind already: new lines go after the queue, for the drain thread
+                self._unsent += lines
+                return
+            sent = send_now(self.sock, lines)
+            if sent < len(lines):  # rare: the client's window is full
+                self._unsent += memoryview(lines)[sent:]
+                self._stalled_since = time.monotonic()
+                self.drainer.watch(self)
 
-    def is_being_written(self) -> bool:
-        """Tell whether some thread is writing to this connection at this moment."""
-        return self._send_lock.locked()
+    def drain(self) -> bool:
+        """Write what the socket takes of the send queue; return True once it is empty or moot.
+
+        The drain thread calls this when the socket has room.  Raise
+        OSError if the client has reset.
+        """
+        with self._send_lock:
+            if self._finishing or not self._unsent:
+                return True
+            sent = send_now(self.sock, self._unsent)
+            if sent:
+                del self._unsent[:sent]
+                self._stalled_since = time.monotonic()
+            if self._unsent:
+                return False
+            self._sent.notify_all()
+            return True
+
+    def wait_until_sent(self, seconds: float) -> None:
+        """Wait, at most ``seconds``, until the socket has taken the whole send queue.
+
+        A handler calls this for its own client and its partner after each
+        flush point, so that it reads no more from its client while they
+        are behind: TCP's flow control, carried through the server.  The
+        wait holds no lock, so it delays only this handler.
+        """
+        if self._unsent:  # read without the lock: a stale answer only costs a wait or a pass
+            with self._sent:
+                self._sent.wait_for(lambda: self._finishing or not self._unsent, seconds)
+
+    def abandon(self) -> bool:
+        """Give up on writing to this client: forget its send queue; return False if done before.
+
+        A client that is dropped is owed nothing more (§9.4), so neither
+        the drain thread nor its own close() tries to write what is queued.
+        """
+        with self._send_lock:
+            first = not self._finishing
+            self._finishing = True
+            self._unsent.clear()
+            self._sent.notify_all()
+            return first
+
+    def stalled_for(self, now: float) -> float:
+        """Return the seconds since the send queue last moved; 0 when it is empty."""
+        return now - self._stalled_since if self._unsent else 0.0
+
+    def is_behind(self) -> bool:
+        """Tell whether this connection owes its client bytes that its socket has not taken."""
+        return bool(self._unsent)
 
     def hung_up(self) -> bool:
         """Tell, without reading, whether the client has closed or reset.
@@ -147,9 +240,24 @@ class Connection(Chatter):
                     self.sock.shutdown(how)
 
     def close(self) -> None:
-        """Close the socket once no other thread is writing to it, without losing the last line."""
-        with self._send_lock, self._life_lock:
-            self._closed = True  # from now on no other thread writes to it or shuts it
+        """Close the socket once no other thread is writing to it, without losing the last line.
+
+        The client's own handler calls this, so it may wait for the client
+        to read the rest of its send queue, up to the send timeout: the
+        last line, such as ``#user_quit``, is often in it (§8).
+        """
+        with self._send_lock:
+            self._finishing = True  # from now on no other thread writes to it
+            self._sent.notify_all()
+            rest = bytes(self._unsent)
+        if rest and not self._cut_off:
+            try:
+                send_within(self.sock, rest, self.send_timeout)
+            except OSError as error:
+                log.debug("%s: %d octets not written at close: %s", self.address, len(rest), error)
+        self._unsent.clear()  # only now: is_behind() stays true while the rest is written
+        with self._life_lock:
+            self._closed = True  # from now on no other thread shuts it or polls it
         if not self._cut_off:  # a client cut off will acknowledge nothing more
             self._linger(CLOSE_LINGER)
         self.sock.close()
@@ -172,6 +280,29 @@ class Connection(Chatter):
             with contextlib.suppress(OSError):
                 self.sock.recv(LINGER_READ)
             time.sleep(LINGER_POLL)
+
+
+def send_now(sock: socket.socket, data: Union[bytes, bytearray]) -> int:
+    """Send what ``sock`` takes of ``data`` without waiting; return how many octets it took.
+
+    MSG_DONTWAIT keeps each send() from blocking without a Python socket
+    timeout (see send_within()).  Windows has no MSG_DONTWAIT: there a
+    send() goes only when poll_for() reports room, a page at a time
+    (ROOMY_SEND), which a socket with room takes at once.
+    """
+    sent = 0
+    with memoryview(data) as unsent:  # released before the caller resizes ``data``
+        while sent < len(unsent):
+            if MSG_DONTWAIT:
+                try:
+                    sent += sock.send(unsent[sent:], MSG_DONTWAIT)
+                except BlockingIOError:
+                    break  # the client's window is full
+            elif poll_for(sock, POLLOUT, 0):
+                sent += sock.send(unsent[sent : sent + ROOMY_SEND])
+            else:
+                break
+    return sent
 
 
 def send_within(sock: socket.socket, data: bytes, seconds: float) -> None:

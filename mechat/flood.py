@@ -2,8 +2,9 @@
 
 Each line costs one token.  Tokens come back at ``rate`` per second, up to
 one second's worth, so a client may send a burst of ``rate`` lines at once
-and then ``rate`` lines a second for ever.  The bucket belongs to one
-handler thread, so it needs no lock.
+and then ``rate`` lines a second for ever.  A rate below one a second (the
+/all limit of §9.7 may be) still holds one token, or nothing would ever
+pass.  The bucket belongs to one handler thread, so it needs no lock.
 """
 
 import time
@@ -11,12 +12,13 @@ from typing import Callable
 
 
 class TokenBucket:
-    """Allow ``rate`` events a second on average, in bursts of up to ``rate``."""
+    """Allow ``rate`` events a second on average, in bursts of up to ``rate`` (at least one)."""
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
+        self.burst = max(rate, 1.0)
         self._clock = clock
-        self._tokens = rate
+        self._tokens = self.burst
         self._last = clock()
 
     def allow(self) -> bool:
@@ -24,7 +26,7 @@ class TokenBucket:
         if not self.rate:
             return True
         now = self._clock()
-        self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
         if self._tokens < 1:
             return False

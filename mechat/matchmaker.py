@@ -48,11 +48,23 @@ connection goes.  Pairing needs no waiting at all: the second client's
 thread does the whole match, so neither handler ever blocks here.
 """
 
+import fnmatch
+import re
 import threading
 from collections import deque
-from typing import Deque, List, NamedTuple, Optional, Set, Tuple
+from typing import Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
-from mechat.protocol import ANSWERS, CLOSED, DEFAULT_MAX_CLIENTS, Event, Notice, Phase, next_phase, notice
+from mechat.protocol import (
+    ANSWERS,
+    CLOSED,
+    DEFAULT_MAX_CLIENTS,
+    Event,
+    Notice,
+    Phase,
+    list_line,
+    next_phase,
+    notice,
+)
 
 
 class Chatter:
@@ -69,6 +81,8 @@ class Chatter:
         self.partner: Optional[Chatter] = None
         #: Lines owed to this connection, oldest first, LF included.
         self.outbox: Deque[bytes] = deque()
+        #: Octets in the outbox, so that a handler knows when to write it out early.
+        self.owed = 0
 
     def hung_up(self) -> bool:
         """Tell whether the client has already closed or reset; the server knows how."""
@@ -109,6 +123,8 @@ class Matchmaker:
         self._changed = threading.Condition()
         self._connected: Set[Chatter] = set()
         self._waiting: Deque[Chatter] = deque()  # FIFO, all in phase WAITING
+        #: Every named chatter, by its nickname in lower case (§3.1).
+        self._named: Dict[str, Chatter] = {}
         self._closed = False
 
     # -- Arriving and leaving ---------------------------------------------
@@ -125,23 +141,43 @@ class Matchmaker:
         """Name ``chatter`` and pair it with the longest waiter, or queue it (§7.1).
 
         ``filled`` is ``(chatter,)`` when it now waits, and ``(chatter,
-        partner)`` when it was matched.
+        partner)`` when it was matched.  A nickname that another client
+        holds, in any case, is refused in the same step that would take it
+        (§3.1), so two clients racing for one name can never both get it.
         """
         while True:
             waiter = self._live_waiter()
             with self._changed:
                 if self._head() is not waiter:
                     continue  # the queue moved on while we looked: look again
+                if chatter.phase is not CLOSED and self._holder(nickname) is not None:
+                    return self._answer(chatter, Event.NICKNAME_TAKEN)
                 if not self._move(chatter, Event.NICKNAME):
                     return SESSION_OVER  # closed by shutdown while it chose a name
-                chatter.nickname = nickname
-                if waiter is None:
-                    self._waiting.append(chatter)
+                self._name(chatter, nickname)
+                return self._queue_up(chatter, waiter)
+
+    def next_partner(self, chatter: Chatter) -> Step:
+        """End a chat and queue up for another partner, never the same one (§5.7).
+
+        The partner is told ``#user_quit`` and closed, as if the sender had
+        sent /quit; it is closed, so it cannot be in the queue to be
+        matched again.  A waiting client is told ``#wait`` and keeps its place.
+        """
+        while True:
+            waiter = self._live_waiter()
+            with self._changed:
+                if self._head() is not waiter:
+                    continue
+                partner = chatter.partner
+                if not self._move(chatter, Event.NEXT):
+                    return SESSION_OVER
+                if partner is None:  # waiting: it keeps its place
                     self._post(chatter, notice(Notice.WAIT))
                     return Step(chatter.phase, (chatter,))
-                self._waiting.popleft()
-                self._pair(chatter, waiter)
-                return Step(chatter.phase, (chatter, waiter))
+                self._unpair(chatter, partner)
+                step = self._queue_up(chatter, waiter)
+                return Step(step.phase, (*step.filled, partner), (partner,))
 
     def leave(self, chatter: Chatter, event: Event) -> Step:
         """Forget ``chatter`` after ``event``; its partner is owed ``#user_quit`` and ended (§8).
@@ -198,11 +234,14 @@ class Matchmaker:
             return Step(sender.phase, (partner,))
 
     def rename(self, chatter: Chatter, nickname: str) -> Step:
-        """Change a nickname and tell both sides (§5.2)."""
+        """Change a nickname and tell both sides (§5.2), unless another client holds it (§3.1)."""
         with self._changed:
+            if self._holder(nickname) not in (None, chatter):
+                return self._answer(chatter, Event.NICKNAME_TAKEN)
             if not self._move(chatter, Event.RENAME):
                 return SESSION_OVER
-            chatter.nickname = nickname
+            self._unname(chatter)
+            self._name(chatter, nickname)
             self._post(chatter, notice(Notice.NICKNAME_CHANGED, nickname))
             partner = chatter.partner
             if partner is None:
@@ -225,11 +264,51 @@ class Matchmaker:
         with self._changed:
             return self._answer(chatter, Event.TIMEOUT)
 
+    def who(self, chatter: Chatter, pattern: str) -> Step:
+        """Owe ``chatter`` the list of named clients whose nickname matches ``pattern`` (§5.4, §6.1)."""
+        matches = matcher(pattern)
+        with self._changed:
+            if not self._move(chatter, Event.WHO):
+                return SESSION_OVER
+            names = [other.nickname for key, other in self._named.items() if matches(key)]
+            self._post(chatter, list_line(Notice.ONLINE, names))
+            return Step(chatter.phase, (chatter,))
+
+    def direct(self, sender: Chatter, nickname: str, text: bytes) -> Step:
+        """Owe the client named ``nickname`` a direct message, and the sender its receipt (§5.5).
+
+        The receipt spells the nickname as its holder chose it; a nickname
+        that nobody holds is echoed as the sender wrote it.
+        """
+        with self._changed:
+            recipient = self._holder(nickname)
+            if not self._move(sender, Event.DIRECT):
+                return SESSION_OVER
+            if recipient is None:
+                self._post(sender, notice(Notice.NO_SUCH_USER, nickname))
+                return Step(sender.phase, (sender,))
+            self._post(recipient, notice(Notice.FROM, sender.nickname, text))
+            self._post(sender, notice(Notice.SENT_TO, recipient.nickname))
+            return Step(sender.phase, (recipient, sender))
+
+    def broadcast(self, sender: Chatter, text: bytes) -> Step:
+        """Owe every other named client the sender's text, and the sender their count (§5.6)."""
+        with self._changed:
+            if not self._move(sender, Event.BROADCAST):
+                return SESSION_OVER
+            line = notice(Notice.ALL_FROM, sender.nickname, text)
+            recipients = tuple(other for other in self._named.values() if other is not sender)
+            for recipient in recipients:
+                self._post(recipient, line)
+            self._post(sender, notice(Notice.BROADCAST, str(len(recipients))))
+            return Step(sender.phase, (*recipients, sender))
+
     def take_outbox(self, chatter: Chatter) -> bytes:
         """Empty the outbox of ``chatter``, and return its lines as one block."""
         with self._changed:
             lines = b"".join(chatter.outbox)
             chatter.outbox.clear()
+            chatter.owed = 0
             return lines
 
     def phase_of(self, chatter: Chatter) -> Phase:
@@ -247,6 +326,8 @@ class Matchmaker:
         if chatter.phase is CLOSED:
             return False  # §7.4: a closed session takes no more events
         chatter.phase = next_phase(chatter.phase, event)
+        if chatter.phase is CLOSED:
+            self._unname(chatter)  # §3.1: a closed session's name is free at once
         return True
 
     def _answer(self, chatter: Chatter, event: Event) -> Step:
@@ -263,6 +344,7 @@ class Matchmaker:
     def _post(self, chatter: Chatter, line: bytes) -> None:
         """Append a line to the outbox of ``chatter``; call with the lock held."""
         chatter.outbox.append(line)
+        chatter.owed += len(line)
 
     def _pair(self, chatter: Chatter, partner: Chatter) -> None:
         """Pair two chatters and owe each the other's name; call with the lock held."""
@@ -277,6 +359,30 @@ class Matchmaker:
         chatter.partner = partner.partner = None
         self._move(partner, Event.PARTNER_LEFT)
         self._post(partner, notice(Notice.USER_QUIT))
+
+    def _queue_up(self, chatter: Chatter, waiter: Optional[Chatter]) -> Step:
+        """Pair a chatter just made WAITING with ``waiter``, or queue it; call with the lock held."""
+        if waiter is None:
+            self._waiting.append(chatter)
+            self._post(chatter, notice(Notice.WAIT))
+            return Step(chatter.phase, (chatter,))
+        self._waiting.popleft()
+        self._pair(chatter, waiter)
+        return Step(chatter.phase, (chatter, waiter))
+
+    def _holder(self, nickname: str) -> Optional[Chatter]:
+        """Return the chatter named ``nickname`` in any case, or None; call with the lock held."""
+        return self._named.get(nickname.lower())
+
+    def _name(self, chatter: Chatter, nickname: str) -> None:
+        """Give ``chatter`` a nickname no other holds; call with the lock held."""
+        chatter.nickname = nickname
+        self._named[nickname.lower()] = chatter
+
+    def _unname(self, chatter: Chatter) -> None:
+        """Free the nickname of ``chatter``, if it holds one; call with the lock held."""
+        if self._named.get(chatter.nickname.lower()) is chatter:
+            del self._named[chatter.nickname.lower()]
 
     def _withdraw(self, chatter: Chatter) -> None:
         """Take a chatter out of the waiting queue if it is there; call with the lock held."""
@@ -306,3 +412,15 @@ class Matchmaker:
                 if waiter.phase is Phase.WAITING:
                     self._withdraw(waiter)
                     self._move(waiter, Event.HANG_UP)
+
+
+def matcher(pattern: str) -> Callable[[str], object]:
+    """Return a test of a lower-case nickname against a /who pattern (§6.1).
+
+    ``*`` stands for any run of characters and ``?`` for one, as in
+    :mod:`fnmatch`, in any case.  A ``[`` is itself, not the start of a
+    set.  The pattern is compiled here rather than by fnmatch.fnmatch(),
+    whose cache keeps up to 32,768 patterns a client could choose; the re
+    module's own cache is bounded, and a pattern is at most 30 characters.
+    """
+    return re.compile(fnmatch.translate(pattern.lower().replace("[", "[[]"))).fullmatch

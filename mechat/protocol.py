@@ -26,11 +26,11 @@ The pieces, in the order a line meets them:
 
 import enum
 import re
-from typing import Dict, List, NamedTuple, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 #: Protocol version, §1.  There is no version exchange on the wire; the
 #: number names the edition of the spec that this code implements.
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "2.0"
 
 #: The port that both ``serve`` and ``chat`` use when none is given (§1).
 DEFAULT_PORT = 7878
@@ -45,8 +45,18 @@ DEFAULT_PORT = 7878
 #: the reader never needs to keep more.
 MAX_LINE_OCTETS = 2000
 
+#: §2.3: a server line holds at most this many octets before its LF: the
+#: grammar's ``server-line-octets`` rule.  A notice that carries a client's
+#: text (``#all_from_``, 10 octets, and a 30-octet nickname and a SP) is at
+#: most 41 octets longer than the client's line without its command
+#: (``/all ``); 2100 leaves room for the longer prefixes to come.
+MAX_SERVER_LINE_OCTETS = 2100
+
 #: §3: the longest nickname, in characters (all of them ASCII, so octets).
 MAX_NICKNAME_CHARS = 30
+
+#: §6.1: the longest /who pattern, in characters: a nickname's length.
+MAX_PATTERN_CHARS = 30
 
 #: §9.2: seconds a new connection has to send a valid nickname.  IRC servers
 #: use a registration timeout for the same reason: a connection that never
@@ -65,6 +75,17 @@ DEFAULT_SEND_TIMEOUT = 10.0
 #: burst.  Far above any human and above a script sending a few hundred lines
 #: a second; 0 turns flood control off.
 DEFAULT_MAX_RATE = 1000.0
+
+#: §9.6: octets a connection may owe its client beyond what the socket has
+#: taken (IRC's SendQ, in bytes).  128 lines of the longest kind: a client
+#: that falls that far behind has stopped reading.  With the 10,000 clients
+#: of §9.3, no more than 2.5 GiB however many of them stop reading.
+DEFAULT_SEND_QUEUE = 262_144
+
+#: §9.7: /all lines per second one client may send, in bursts of one.  One
+#: /all is written to every named client, so its rate is its own, far below
+#: the rate of lines (§9.5).  0 turns the limit off.
+DEFAULT_ALL_RATE = 1.0
 
 
 # -- Framing (§2) -----------------------------------------------------------
@@ -195,6 +216,24 @@ FORBIDDEN_IN_MESSAGE_OCTETS = bytes(o for o in range(0x80) if not re.fullmatch(m
 quit_command = b"/quit"
 # nickname-verb = %s"/nickname"                                           §5.2
 nickname_verb = b"/nickname"
+# who-verb = %s"/who"                                                      §5.4
+who_verb = b"/who"
+# pattern = 1*30VCHAR                                                      §6.1
+pattern = r"%s{1,%d}" % (VCHAR, MAX_PATTERN_CHARS)
+PATTERN_RE = re.compile(pattern)
+# msg-verb = %s"/msg"                                                      §5.5
+msg_verb = b"/msg"
+# all-verb = %s"/all"                                                      §5.6
+all_verb = b"/all"
+# next-command = %s"/next"                                                 §5.7
+next_command = b"/next"
+# text = 1*message-char                                                     §5.5
+# (the octet limit is line-octets': check_text counts with len())
+text = message_char + "+"
+TEXT_RE = re.compile(text)
+# count = %x30 / %x31-39 *9DIGIT                                           §6.1
+count = r"0|[1-9][0-9]{0,9}"
+COUNT_RE = re.compile(count)
 
 COMMAND_PREFIX = b"/"  # §5: a line that starts with "/" is a command
 NOTICE_PREFIX = b"#"  # §4, §6: a line that starts with "#" is the server's
@@ -236,29 +275,95 @@ class Notice(str, enum.Enum):
     SERVER_FULL = "#server_full"
     # server-shutdown = %s"#server_shutdown"                 §6, §10
     SERVER_SHUTDOWN = "#server_shutdown"
+    # nickname-taken = %s"#nickname_taken"                   §6, §3.1
+    NICKNAME_TAKEN = "#nickname_taken"
+    # online = %s"#online_" count *( SP nickname )           §6, §5.4, §6.1
+    ONLINE = "#online_"
+    # from = %s"#from_" nickname SP text                     §6, §5.5
+    FROM = "#from_"
+    # sent-to = %s"#sent_to_" nickname                       §6, §5.5
+    SENT_TO = "#sent_to_"
+    # no-such-user = %s"#no_such_user_" nickname             §6, §5.5
+    NO_SUCH_USER = "#no_such_user_"
+    # all-from = %s"#all_from_" nickname SP text             §6, §5.6
+    ALL_FROM = "#all_from_"
+    # broadcast = %s"#broadcast_" count                      §6, §5.6
+    BROADCAST = "#broadcast_"
 
 
-#: The notices that end with a nickname (§6).
-NOTICES_WITH_NICKNAME = (Notice.MATCHED_TO, Notice.NICKNAME_CHANGED, Notice.PARTNER_RENAMED)
+#: The notices that end with a nickname, and nothing after it (§6).
+NOTICES_WITH_NICKNAME = (
+    Notice.MATCHED_TO,
+    Notice.NICKNAME_CHANGED,
+    Notice.PARTNER_RENAMED,
+    Notice.SENT_TO,
+    Notice.NO_SUCH_USER,
+)
+
+#: The notices whose nickname is followed by SP and a client's text (§6).
+NOTICES_WITH_TEXT = (Notice.FROM, Notice.ALL_FROM)
+
+#: The notices that end with a count, maybe followed by a list (§6.1).
+NOTICES_WITH_COUNT = (Notice.ONLINE, Notice.BROADCAST)
+
+#: Every notice that carries an argument after its name: ``_`` is its last character.
+NOTICES_WITH_ARGUMENT = NOTICES_WITH_NICKNAME + NOTICES_WITH_TEXT + NOTICES_WITH_COUNT
 
 
-def notice(name: Notice, nick: str = "") -> bytes:
-    """Format one notice as a wire line, LF included (§6)."""
-    if (name in NOTICES_WITH_NICKNAME) != bool(nick):
-        raise ValueError("%s takes a nickname exactly when it names a person" % name.value)
-    return (name.value + nick).encode("ascii") + LF
+def notice(name: Notice, argument: str = "", text: bytes = b"") -> bytes:
+    """Format one notice as a wire line, LF included (§6).
+
+    ``argument`` is the nickname or count that follows the name directly;
+    ``text`` is a client's text, which follows it after one SP.
+    """
+    if (name in NOTICES_WITH_ARGUMENT) != bool(argument) or (name in NOTICES_WITH_TEXT) != bool(text):
+        raise ValueError("%s takes an argument, or a text, exactly when its rule has one" % name.value)
+    line = (name.value + argument).encode("ascii")
+    return line + SP + text + LF if text else line + LF
 
 
-def parse_notice(line: str) -> Tuple[Notice, str]:
-    """Split a notice line into its name and nickname; raise ValueError if unknown."""
+class NoticeLine(NamedTuple):
+    """A notice as a client reads it: its name, its argument, and what follows the first SP."""
+
+    name: Notice
+    argument: str = ""
+    text: str = ""
+
+
+def parse_notice(line: str) -> NoticeLine:
+    """Split a notice line into its name, argument and text; raise ValueError if it is none (§6).
+
+    No notice's name is the start of another's (§6), so at most one name fits.
+    """
     for name in Notice:
-        if name in NOTICES_WITH_NICKNAME and line.startswith(name.value):
-            nick = line[len(name.value) :]
-            if NICKNAME_RE.fullmatch(nick):
-                return name, nick
-        elif line == name.value:
-            return name, ""
+        if name not in NOTICES_WITH_ARGUMENT:
+            if line == name.value:
+                return NoticeLine(name)
+        elif line.startswith(name.value):
+            argument, space, rest = line[len(name.value) :].partition(" ")
+            if name in NOTICES_WITH_NICKNAME and NICKNAME_RE.fullmatch(argument) and not space:
+                return NoticeLine(name, argument)
+            if name in NOTICES_WITH_TEXT and NICKNAME_RE.fullmatch(argument) and TEXT_RE.fullmatch(rest):
+                return NoticeLine(name, argument, rest)
+            if name in NOTICES_WITH_COUNT and COUNT_RE.fullmatch(argument):
+                names = rest.split(" ") if space else []
+                if name is Notice.ONLINE and all(NICKNAME_RE.fullmatch(nick) for nick in names):
+                    return NoticeLine(name, argument, rest)
+                if not space:
+                    return NoticeLine(name, argument)
     raise ValueError("not a mechat notice: %r" % line)
+
+
+def list_line(name: Notice, names: List[str]) -> bytes:
+    """Format a list (§6.1): the count of all ``names``, then those sorted first that fit in a line."""
+    names = sorted(names, key=str.lower)
+    line = (name.value + str(len(names))).encode("ascii")
+    for nick in names:
+        item = SP + nick.encode("ascii")
+        if len(line) + len(item) > MAX_LINE_OCTETS:
+            break
+        line += item
+    return line + LF
 
 
 # -- Phases and events (§7) -------------------------------------------------
@@ -303,6 +408,11 @@ class Event(enum.Enum):
     SHUTDOWN = "server shutdown"
     SERVER_FULL = "server full"
     DROPPED = "write failed or too slow"
+    NICKNAME_TAKEN = "nickname taken"
+    WHO = "/who [PATTERN]"
+    DIRECT = "/msg NICK TEXT"
+    BROADCAST = "/all TEXT"
+    NEXT = "/next"
 
     __hash__ = object.__hash__  # as Phase's, for the lookups in TRANSITIONS
 
@@ -318,6 +428,7 @@ ANSWERS: Dict[Event, Notice] = {
     Event.TIMEOUT: Notice.NICKNAME_TIMEOUT,
     Event.SERVER_FULL: Notice.SERVER_FULL,
     Event.SHUTDOWN: Notice.SERVER_SHUTDOWN,
+    Event.NICKNAME_TAKEN: Notice.NICKNAME_TAKEN,
 }
 
 
@@ -377,6 +488,7 @@ TRANSITIONS: Dict[Tuple[Phase, Event], Transition] = {
     (_N, Event.SHUTDOWN): _SHUT,
     (_N, Event.SERVER_FULL): Transition("#server_full, close", _X),
     (_N, Event.DROPPED): Transition("close", _X),
+    (_N, Event.NICKNAME_TAKEN): Transition("#nickname_taken", _N),
     (_W, Event.PARTNER_FOUND): Transition("#matched_to_NICK", _C),
     (_W, Event.MESSAGE): Transition("#wait (the line goes nowhere)", _W),
     (_W, Event.RENAME): Transition("#nickname_changed_NICK", _W),
@@ -388,6 +500,13 @@ TRANSITIONS: Dict[Tuple[Phase, Event], Transition] = {
     (_W, Event.HANG_UP): Transition("close (withdrawn from the queue)", _X),
     (_W, Event.SHUTDOWN): _SHUT,
     (_W, Event.DROPPED): Transition("close (withdrawn from the queue)", _X),
+    (_W, Event.NICKNAME_TAKEN): Transition("#nickname_taken", _W),
+    (_W, Event.WHO): Transition("#online_N NICK ...", _W),
+    (_W, Event.DIRECT): Transition("#sent_to_NICK, and NICK: #from_SENDER TEXT; or #no_such_user_NICK", _W),
+    (_W, Event.BROADCAST): Transition(
+        "#broadcast_N, and every other named client: #all_from_SENDER TEXT", _W
+    ),
+    (_W, Event.NEXT): Transition("#wait (it keeps its place)", _W),
     (_C, Event.MESSAGE): Transition("relay the line to the partner", _C),
     (_C, Event.RENAME): Transition("#nickname_changed_NICK; partner: #partner_renamed_NICK", _C),
     (_C, Event.INVALID_NICKNAME): Transition("#invalid_nickname", _C),
@@ -399,6 +518,13 @@ TRANSITIONS: Dict[Tuple[Phase, Event], Transition] = {
     (_C, Event.PARTNER_LEFT): Transition("#user_quit, close", _X),
     (_C, Event.SHUTDOWN): _SHUT,
     (_C, Event.DROPPED): Transition("close; partner: #user_quit, close", _X),
+    (_C, Event.NICKNAME_TAKEN): Transition("#nickname_taken", _C),
+    (_C, Event.WHO): Transition("#online_N NICK ...", _C),
+    (_C, Event.DIRECT): Transition("#sent_to_NICK, and NICK: #from_SENDER TEXT; or #no_such_user_NICK", _C),
+    (_C, Event.BROADCAST): Transition(
+        "#broadcast_N, and every other named client: #all_from_SENDER TEXT", _C
+    ),
+    (_C, Event.NEXT): Transition("#wait, or #matched_to_NICK to both; partner: #user_quit, close", _W),
 }
 
 
@@ -431,15 +557,18 @@ def next_phase(phase: Phase, event: Event) -> Phase:
 
 
 class Parsed(NamedTuple):
-    """A line the spec accepts: what it is, and its nickname or message."""
+    """A line the spec accepts: what it is, and the nickname, text or pattern it carries."""
 
     event: Event
     nickname: str = ""
+    text: bytes = b""
+    pattern: str = ""
 
 
 #: What every message parses as: one object, so a reader can test ``is MESSAGE``.
 MESSAGE = Parsed(Event.MESSAGE)
 QUIT = Parsed(Event.QUIT)
+NEXT = Parsed(Event.NEXT)
 
 
 def parse_line(phase: Phase, line: Line) -> Parsed:
@@ -468,18 +597,23 @@ def parse_nickname(raw: bytes) -> str:
 
 def check_message(line: bytes) -> None:
     """Raise InvalidMessage unless ``line`` is a message (§4)."""
-    if len(line) > MAX_LINE_OCTETS:  # line-octets, §2.3
-        raise InvalidMessage()
-    if len(line.translate(None, FORBIDDEN_IN_MESSAGE_OCTETS)) != len(line):
-        raise InvalidMessage()
-    try:
-        text = line.decode("utf-8")  # the UTF8- rules, §2.4
-    except UnicodeDecodeError:
-        raise InvalidMessage() from None
+    decoded = decode_text(line)
     # With no forbidden octet, every character is a message-char, so what
     # is left of MESSAGE_RE is its message-first (which also refuses "").
-    if not MESSAGE_RE.fullmatch(text[:1]):
+    if decoded is None or not MESSAGE_RE.fullmatch(decoded[:1]):
         raise InvalidMessage()
+
+
+def decode_text(line: bytes) -> Optional[str]:
+    """Return ``line`` decoded if it is all message-chars within the octet limit, else None (§2.3, §4)."""
+    if len(line) > MAX_LINE_OCTETS:  # line-octets, §2.3
+        return None
+    if len(line.translate(None, FORBIDDEN_IN_MESSAGE_OCTETS)) != len(line):
+        return None
+    try:
+        return line.decode("utf-8")  # the UTF8- rules, §2.4
+    except UnicodeDecodeError:
+        return None
 
 
 def parse_command(phase: Phase, line: bytes) -> Parsed:
@@ -490,6 +624,22 @@ def parse_command(phase: Phase, line: bytes) -> Parsed:
     name, space, argument = line.partition(SP)
     if line == quit_command:
         return QUIT
-    if name == nickname_verb and phase is not Phase.NICKNAME:
+    if phase is Phase.NICKNAME:
+        raise InvalidCommand()  # §7.1: nothing but /quit before a nickname
+    if name == nickname_verb:
         return Parsed(Event.RENAME, parse_nickname(argument if space else b""))
-    raise InvalidCommand()
+    if line == next_command:
+        return NEXT
+    if line == who_verb:
+        return Parsed(Event.WHO, pattern="*")
+    if name == who_verb and PATTERN_RE.fullmatch(argument.decode("latin-1")):
+        return Parsed(Event.WHO, pattern=argument.decode("ascii"))
+    if name == msg_verb:
+        # msg-command = msg-verb SP nickname SP text                         §5.5
+        nick, space, text = argument.partition(SP)
+        if space and NICKNAME_RE.fullmatch(nick.decode("latin-1")) and decode_text(text):
+            return Parsed(Event.DIRECT, nick.decode("ascii"), text)
+    if name == all_verb and decode_text(argument):
+        # all-command = all-verb SP text                                     §5.6
+        return Parsed(Event.BROADCAST, text=argument)
+    raise InvalidCommand()  # §5.3, and a malformed command of §5.4-§5.7

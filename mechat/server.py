@@ -42,6 +42,7 @@ from typing import Callable, ClassVar, Dict, Iterator, List, Optional, Set, Tupl
 
 from mechat import protocol
 from mechat.connection import POLLIN, Connection, poll_for
+from mechat.drain import Drainer
 from mechat.flood import TokenBucket
 from mechat.matchmaker import Chatter, Matchmaker, Step
 from mechat.protocol import CLOSED, NICKNAME, Event, Line, Parsed, Phase, ProtocolError, parse_line
@@ -51,6 +52,14 @@ log = logging.getLogger(__name__)
 #: Bytes asked of each recv().  Several lines arrive per call under load,
 #: and all of them are relayed with one write (see ChatHandler.receive).
 RECV_SIZE = 65536
+
+#: Octets of replies a handler may owe its own client before it writes them
+#: out, without waiting for the end of what one recv() brought.  One recv()
+#: of tiny lines can earn far more than that in replies (65,536 octets of
+#: "/who" earn up to 26 MB of lists); writing them as they mount keeps the
+#: client's send queue well under its cap, and makes a client that sends
+#: faster than it reads wait (ChatHandler.keep_pace).
+REPLIES_PER_WRITE = 65536
 
 #: Seconds that shutdown waits for clients to take their last notice (§10).
 SHUTDOWN_GRACE = 1.0
@@ -70,6 +79,8 @@ class Limits:
     max_clients: int = protocol.DEFAULT_MAX_CLIENTS
     send_timeout: float = protocol.DEFAULT_SEND_TIMEOUT
     max_rate: float = protocol.DEFAULT_MAX_RATE
+    send_queue: int = protocol.DEFAULT_SEND_QUEUE
+    all_rate: float = protocol.DEFAULT_ALL_RATE
 
 
 def connection_of(chatter: Chatter) -> Connection:
@@ -123,13 +134,20 @@ class ChatHandler(socketserver.BaseRequestHandler):
         """Prepare the connection and the per-connection state."""
         self.matchmaker = self.server.matchmaker
         self.limits = self.server.limits
-        self.conn = Connection(self.request, "%s:%s" % self.client_address[:2], self.limits.send_timeout)
+        self.conn = Connection(
+            self.request,
+            "%s:%s" % self.client_address[:2],
+            self.server.drainer,
+            self.limits.send_timeout,
+            self.limits.send_queue,
+        )
         #: Our phase as the Matchmaker last told it; only the Matchmaker changes phases.
         self.phase = Phase.NICKNAME
         self.batch: List[bytes] = []  # messages read but not yet passed on
         self.outboxes_to_write: Set[Chatter] = set()  # filled since the last flush point
         self.sessions_to_wake: List[Chatter] = []  # ended by our steps; woken after the writes
         self.flood = TokenBucket(self.limits.max_rate)
+        self.broadcasts = TokenBucket(self.limits.all_rate)  # §9.7: /all has a rate of its own
         self.nickname_deadline = time.monotonic() + self.limits.nickname_timeout
         #: Seconds receive() waits for input before it yields a flush point;
         #: None waits for ever.  The socket itself blocks, with no Python
@@ -213,6 +231,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.pass_on()  # the messages read before this line go first (§7.3)
         if self.phase is not CLOSED:
             self.follow(self.commands[parsed.event](self, parsed))
+        if self.conn.owed > REPLIES_PER_WRITE:
+            self.reach_flush_point()
 
     def pass_on(self) -> None:
         """Relay the messages batched since the last call, in one step (§7.3).
@@ -254,6 +274,25 @@ class ChatHandler(socketserver.BaseRequestHandler):
         log.info("%s (%s) sent /quit", self.conn.address, self.conn.nickname)
         return self.matchmaker.leave(self.conn, Event.QUIT)
 
+    def next_partner(self, parsed: Parsed) -> Step:
+        """Leave the partner, as /quit would, and queue up for another (§5.7)."""
+        log.info("%s (%s) sent /next", self.conn.address, self.conn.nickname)
+        return self.matchmaker.next_partner(self.conn)
+
+    def who(self, parsed: Parsed) -> Step:
+        """Answer with the named clients that match the pattern (§5.4)."""
+        return self.matchmaker.who(self.conn, parsed.pattern)
+
+    def direct(self, parsed: Parsed) -> Step:
+        """Send a direct message to one named client (§5.5)."""
+        return self.matchmaker.direct(self.conn, parsed.nickname, parsed.text)
+
+    def broadcast(self, parsed: Parsed) -> Step:
+        """Send a line to every other named client, at most at the /all rate (§5.6, §9.7)."""
+        if not self.broadcasts.allow():
+            return self.matchmaker.refuse(self.conn, Event.RATE_LIMITED)
+        return self.matchmaker.broadcast(self.conn, parsed.text)
+
     def refuse(self, parsed: Parsed) -> Step:
         """Owe our client the notice that refuses its line (§6)."""
         return self.matchmaker.refuse(self.conn, parsed.event)
@@ -264,6 +303,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
         Event.NICKNAME: choose_nickname,
         Event.RENAME: rename,
         Event.QUIT: quit,
+        Event.NEXT: next_partner,
+        Event.WHO: who,
+        Event.DIRECT: direct,
+        Event.BROADCAST: broadcast,
         Event.INVALID_NICKNAME: refuse,
         Event.INVALID_MESSAGE: refuse,
         Event.INVALID_COMMAND: refuse,
@@ -307,12 +350,31 @@ class ChatHandler(socketserver.BaseRequestHandler):
         """Write every outbox filled since the last flush point, then wake the sessions we ended."""
         while self.outboxes_to_write:
             self.deliver(self.outboxes_to_write.pop())
+        self.keep_pace()
         while self.sessions_to_wake:
             chatter = self.sessions_to_wake.pop()
             # Wake its handler, which closes it; not SHUT_RDWR, whose FIN makes
             # the kernel answer a still-sending client with a reset that can
             # drop the #user_quit just written (its close() lingers instead).
             connection_of(chatter).hang_up(socket.SHUT_RD)
+
+    def keep_pace(self) -> None:
+        """Wait until our client and its partner have taken what they are owed (§9.6).
+
+        Writes never wait, but a handler that went on reading while its own
+        client or its partner fell behind would fill their send queues
+        until they were dropped.  Waiting here passes TCP's flow control
+        through the server instead: a client that sends faster than it, or
+        its partner, reads is simply read more slowly, as before there
+        were send queues.  Direct messages and broadcasts do not wait:
+        one slow recipient among many must not hold up the sender.  A
+        queue that does not move is dropped by the drain thread (§9.4),
+        which ends this wait.
+        """
+        self.conn.wait_until_sent(self.limits.send_timeout)
+        partner = self.conn.partner
+        if partner is not None:
+            connection_of(partner).wait_until_sent(self.limits.send_timeout)
 
     def deliver(self, chatter: Chatter) -> None:
         """Write what ``chatter`` is owed; disconnect it if it cannot take it (§9.4)."""
@@ -324,10 +386,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
 
     def drop(self, connection: Connection, error: OSError) -> None:
         """Disconnect a client we could not write to, maybe our own; its partner is told (§9.4)."""
-        log.warning("%s (%s) dropped: %s", connection.address, connection.nickname, error.__class__.__name__)
-        # Our own session ends too: the client dropped is ours, or our partner.
-        self.follow(self.matchmaker.leave(connection, Event.DROPPED))
-        connection.hang_up()
+        self.follow(self.server.drop(connection, error))
 
 
 class ChatServer(socketserver.ThreadingTCPServer):
@@ -354,7 +413,33 @@ class ChatServer(socketserver.ThreadingTCPServer):
     ) -> None:
         self.limits = limits
         self.matchmaker = Matchmaker(limits.max_clients)
+        # Before binding: a failed bind calls server_close(), which stops it.
+        self.drainer = Drainer(self.drop_and_tell)
         super().__init__(address, handler)
+
+    def drop(self, connection: Connection, error: OSError) -> Step:
+        """Disconnect a client that reset or fell behind, and return the step that tells its partner (§9.4).
+
+        Whoever found out calls this: a handler writing to it, or the drain
+        thread.  The caller writes the partner's ``#user_quit`` and wakes it.
+        """
+        if connection.abandon():
+            log.warning("%s (%s) dropped: %s", connection.address, connection.nickname, type(error).__name__)
+        step = self.matchmaker.leave(connection, Event.DROPPED)
+        connection.hang_up()
+        return step
+
+    def drop_and_tell(self, connection: Connection, error: OSError) -> None:
+        """Drop a client for the drain thread, then write its partner's last line and wake it (§9.4)."""
+        step = self.drop(connection, error)
+        for chatter in step.filled:
+            partner = connection_of(chatter)
+            try:
+                partner.flush(self.matchmaker)
+            except OSError as partner_error:
+                self.drop(partner, partner_error)
+        for chatter in step.ended:
+            connection_of(chatter).hang_up(socket.SHUT_RD)  # as ChatHandler.write_outboxes does
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Log a handler's unexpected exception, a bug in the server; the other clients carry on."""
@@ -377,16 +462,17 @@ class ChatServer(socketserver.ThreadingTCPServer):
         grace = self.shutdown_grace
         deadline = time.monotonic() + grace
         if not (self.matchmaker.wait_until_empty(grace) and all_finished(connections, deadline)):
-            # First cut off the clients that will not read: a handler may be
-            # stuck writing to one, and the client it serves is still owed its
-            # own notice.  Then cut off whatever is left.
+            # First cut off the clients that will not read: each one's own
+            # handler may be stuck in close(), writing the rest of its send
+            # queue.  Then cut off whatever is left.
             for conn in connections:
-                if conn.is_being_written():
+                if conn.is_behind():
                     conn.hang_up()
             if not all_finished(connections, time.monotonic() + self.shutdown_cutoff):
                 for conn in connections:
                     conn.hang_up()
                 all_finished(connections, time.monotonic() + self.shutdown_cutoff)
+        self.drainer.stop()
 
 
 def all_finished(connections: List[Connection], deadline: float) -> bool:

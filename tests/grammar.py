@@ -19,7 +19,7 @@ import gc
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Set, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Set, Tuple
 
 from abnf import Node, ParseError, Rule
 from abnf.parser import ABNFGrammarRule, ParseCache
@@ -31,6 +31,7 @@ PROSE_PATH = SPEC / "protocol.md"
 #: The rules that no other rule uses; mechat.abnf lists them in its header.
 START_RULES = frozenset(
     {"framed-line", "line-octets", "nickname-phase-line", "chat-phase-line", "server-line"}
+    | {"server-line-octets"}
 )
 
 #: The RFC 5234 Appendix B core rules, which the grammar uses but never defines.
@@ -91,8 +92,19 @@ def forget_parses() -> None:
 
 
 def valid(rule: str, line: bytes) -> bool:
-    """Say whether ``line`` is a whole valid line of kind ``rule``: its rule and line-octets (§2.3)."""
-    return matches("line-octets", line) and matches(rule, line)
+    """Say whether ``line`` is a whole valid line of kind ``rule``: its rule and its octet limit (§2.3).
+
+    A client's line is at most line-octets; a server's, server-line-octets.
+    """
+    limit = "server-line-octets" if rule in server_rules() else "line-octets"
+    return matches(limit, line) and matches(rule, line)
+
+
+@functools.cache
+def server_rules() -> FrozenSet[str]:
+    """Return the rules of lines the server sends: server-line and every rule it is made of."""
+    notices = definitions()["notice"].split(" / ")
+    return frozenset({"server-line", "relayed-message", "notice", *notices})
 
 
 # -- The grammar's own structure, for the lint ------------------------------

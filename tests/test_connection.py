@@ -7,6 +7,7 @@ whole server that way).  They run on real TCP connections over loopback.
 
 import contextlib
 import hashlib
+import queue
 import select
 import socket
 import threading
@@ -28,6 +29,8 @@ from mechat.connection import (
     send_within,
     unacknowledged,
 )
+from mechat.drain import Drainer, SendTimeout
+from mechat.matchmaker import Matchmaker
 from tests.peers import TIMEOUT
 
 #: Two ends of one TCP connection: (ours, theirs).
@@ -56,6 +59,29 @@ def waiting(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     if request.param == "select":
         monkeypatch.setattr(connection, "HAVE_POLL", False)
     return str(request.param)
+
+
+@pytest.fixture
+def drainer() -> Iterator["Drops"]:
+    """Yield a running drain thread, and the drops it reports; stop it afterwards."""
+    drops = Drops()
+    thread = Drainer(drops.drop)
+    drops.drainer = thread
+    yield drops
+    thread.stop()
+
+
+class Drops:
+    """The drain thread's reports of connections it gave up on (§9.4), for a test to wait for."""
+
+    drainer: Drainer
+
+    def __init__(self) -> None:
+        self.dropped: queue.Queue[Tuple[Connection, OSError]] = queue.Queue()
+
+    def drop(self, conn: Connection, error: OSError) -> None:
+        """Record one drop, as the server's callback would act on it."""
+        self.dropped.put((conn, error))
 
 
 @pytest.fixture
@@ -105,12 +131,12 @@ def test_poll_for_sees_room_to_write(waiting: str, tcp_pair: Pair) -> None:
     assert not poll_for(ours, POLLOUT, 0)
 
 
-def test_only_poll_sees_a_hang_up_without_reading(waiting: str, tcp_pair: Pair) -> None:
+def test_only_poll_sees_a_hang_up_without_reading(waiting: str, tcp_pair: Pair, drainer: Drops) -> None:
     """Asked for a hang-up alone, poll() reports the FIN (Linux); select() can only say "not yet"."""
     ours, theirs = tcp_pair
     theirs.close()
     assert poll_for(ours, POLLIN, TIMEOUT)  # the FIN is here
-    conn = Connection(ours, "test")
+    conn = Connection(ours, "test", drainer.drainer)
     assert conn.hung_up() is (waiting == "poll" and POLLRDHUP != 0)
     assert poll_for(ours, POLLHUP | POLLERR, 0) is False
 
@@ -196,14 +222,14 @@ def test_reset_by_peer_is_false_without_tcp_info(monkeypatch: pytest.MonkeyPatch
 
 
 def test_close_does_not_linger_where_nothing_can_be_counted(
-    monkeypatch: pytest.MonkeyPatch, tcp_pair: Pair
+    monkeypatch: pytest.MonkeyPatch, tcp_pair: Pair, drainer: Drops
 ) -> None:
     """Without TIOCOUTQ, closing a connection whose peer reads nothing does not linger."""
     ours, _ = tcp_pair
     monkeypatch.setattr(connection, "HAVE_TIOCOUTQ", False)
     monkeypatch.setattr(connection, "CLOSE_LINGER", 3600.0)  # lingering would outlast the test
     fill(ours)
-    conn = Connection(ours, "test")
+    conn = Connection(ours, "test", drainer.drainer)
     closer = threading.Thread(target=conn.close, daemon=True)
     closer.start()
     assert conn.finished.wait(TIMEOUT)
@@ -216,3 +242,60 @@ def test_abort_resets_the_connection(tcp_pair: Pair) -> None:
     assert select.select([ours], [], [], TIMEOUT)[0]
     with pytest.raises(ConnectionResetError):
         ours.recv(1)
+
+
+# -- The send queue and the drain thread (§9.4, §9.6) ---------------------------------
+
+
+def owe(matchmaker: Matchmaker, conn: Connection, data: bytes) -> None:
+    """Put ``data`` in the outbox of ``conn`` and flush it, as a handler would."""
+    conn.outbox.append(data)
+    conn.flush(matchmaker)
+
+
+@pytest.mark.parametrize("platform", ["MSG_DONTWAIT", "Windows"])
+def test_a_flush_never_waits_and_the_drain_thread_writes_the_rest_in_order(
+    platform: str, monkeypatch: pytest.MonkeyPatch, tcp_pair: Pair, drainer: Drops
+) -> None:
+    """§9.6: what the socket does not take is queued, and written, in order, as the client reads."""
+    if platform == "Windows":
+        monkeypatch.setattr(connection, "MSG_DONTWAIT", 0)
+        monkeypatch.setattr(connection, "HAVE_POLL", False)
+    ours, theirs = tcp_pair
+    matchmaker = Matchmaker()
+    conn = Connection(ours, "test", drainer.drainer, send_timeout=TIMEOUT, send_queue=FLOOD * 2)
+    blocks = [hashlib.sha256(b"%d" % number).hexdigest().encode() * 512 for number in range(FLOOD // 32768)]
+    for block in blocks:
+        owe(matchmaker, conn, block)  # the peer reads nothing yet: this returns regardless
+    assert conn.is_behind()
+    expected = b"".join(blocks)
+    received = bytearray()
+    theirs.settimeout(TIMEOUT)
+    while len(received) < len(expected):
+        chunk = theirs.recv(65536)
+        assert chunk, "closed after %d octets" % len(received)
+        received += chunk
+    assert bytes(received) == expected
+    assert drainer.dropped.empty()
+
+
+def test_a_send_queue_past_its_cap_is_refused_at_once(tcp_pair: Pair, drainer: Drops) -> None:
+    """§9.6: a client more than the cap behind is dropped by the flush that finds it."""
+    ours, _ = tcp_pair
+    matchmaker = Matchmaker()
+    conn = Connection(ours, "test", drainer.drainer, send_timeout=TIMEOUT, send_queue=65536)
+    with pytest.raises(connection.SendQueueFull):
+        for _ in range(FLOOD // 4096):
+            owe(matchmaker, conn, b"x" * 4096)
+    assert conn.abandon() and not conn.is_behind()
+
+
+def test_the_drain_thread_drops_a_queue_that_does_not_move(tcp_pair: Pair, drainer: Drops) -> None:
+    """§9.4: a client that reads nothing for the send timeout is reported to be dropped."""
+    ours, _ = tcp_pair
+    matchmaker = Matchmaker()
+    conn = Connection(ours, "test", drainer.drainer, send_timeout=0.2, send_queue=FLOOD * 2)
+    while not conn.is_behind():
+        owe(matchmaker, conn, b"x" * 65536)
+    dropped, error = drainer.dropped.get(timeout=TIMEOUT)
+    assert dropped is conn and isinstance(error, SendTimeout)

@@ -86,7 +86,7 @@ def check_server_lines(lines: List[bytes]) -> List[bytes]:
     for index, line in enumerate(lines):
         assert valid("server-line", line), "not a server-line of spec/mechat.abnf: %r" % line[:80]
         if line.startswith(protocol.NOTICE_PREFIX):
-            name, _ = protocol.parse_notice(line.decode("ascii"))
+            name = protocol.parse_notice(line.decode("ascii")).name
             assert name not in FINAL_NOTICES or index == len(lines) - 1, "lines after %r" % line
         else:
             protocol.check_message(line)  # raises InvalidMessage if it is not one (§4)

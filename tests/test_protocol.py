@@ -180,10 +180,16 @@ def test_too_long_line_in_chat_is_an_invalid_message() -> None:
         (b"/quit", Parsed(Event.QUIT)),
         (b"/nickname carol", Parsed(Event.RENAME, "carol")),
         (b"/nickname " + b"z" * 30, Parsed(Event.RENAME, "z" * 30)),
+        (b"/next", Parsed(Event.NEXT)),
+        (b"/who", Parsed(Event.WHO, pattern="*")),
+        (b"/who B?b*[x", Parsed(Event.WHO, pattern="B?b*[x")),
+        (b"/msg Bob #hi /you  ", Parsed(Event.DIRECT, "Bob", b"#hi /you  ")),
+        (b"/msg bob \xc3\xa9", Parsed(Event.DIRECT, "bob", "é".encode())),
+        (b"/all /help\tme", Parsed(Event.BROADCAST, text=b"/help\tme")),
     ],
 )
 def test_commands(raw: bytes, parsed: Parsed) -> None:
-    """§5.1-§5.2: /quit and /nickname NICK, exactly."""
+    """§5.1-§5.2, §5.4-§5.7: each command, exactly, with what it carries."""
     assert parse_line(Phase.CHATTING, raw) == parsed
 
 
@@ -197,7 +203,23 @@ def test_commands(raw: bytes, parsed: Parsed) -> None:
         (b"/Nickname bob", InvalidCommand),
         (b"/nicknamebob", InvalidCommand),
         (b"/", InvalidCommand),
-        (b"/next", InvalidCommand),
+        (b"/skip", InvalidCommand),
+        (b"/next now", InvalidCommand),  # §5.7: /next takes nothing
+        (b"/NEXT", InvalidCommand),
+        (b"/who ", InvalidCommand),  # §5.4, §6.1: a pattern is 1 to 30 visible characters
+        (b"/who a b", InvalidCommand),
+        (b"/who " + b"*" * 31, InvalidCommand),
+        (b"/who \xc3\xa9", InvalidCommand),
+        (b"/msg", InvalidCommand),  # §5.5: a nickname, then a text
+        (b"/msg bob", InvalidCommand),
+        (b"/msg bob ", InvalidCommand),
+        (b"/msg /bob hi", InvalidCommand),
+        (b"/msg " + b"z" * 31 + b" hi", InvalidCommand),
+        (b"/msg bob hi\x01", InvalidCommand),
+        (b"/msg bob \xff", InvalidCommand),
+        (b"/all", InvalidCommand),  # §5.6: a text
+        (b"/all ", InvalidCommand),
+        (b"/all\thi", InvalidCommand),
         (b"/nickname", InvalidNickname),  # §5.2: the name is missing
         (b"/nickname ", InvalidNickname),
         (b"/nickname  bob", InvalidNickname),
@@ -230,12 +252,12 @@ def test_every_refusal_names_its_notice() -> None:
 # -- §6 Notices -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [n for n in Notice if n not in protocol.NOTICES_WITH_NICKNAME])
+@pytest.mark.parametrize("name", [n for n in Notice if n not in protocol.NOTICES_WITH_ARGUMENT])
 def test_plain_notices_round_trip(name: Notice) -> None:
     """§6: a notice is its name and an LF, and parses back to its name."""
     line = notice(name)
     assert line == name.value.encode() + b"\n"
-    assert parse_notice(line[:-1].decode()) == (name, "")
+    assert parse_notice(line[:-1].decode()) == (name, "", "")
 
 
 @pytest.mark.parametrize("name", protocol.NOTICES_WITH_NICKNAME)
@@ -243,17 +265,57 @@ def test_nickname_notices_round_trip(name: Notice) -> None:
     """§6: a notice that names someone ends with the nickname."""
     line = notice(name, "bob-1")
     assert line == (name.value + "bob-1\n").encode()
-    assert parse_notice(line[:-1].decode()) == (name, "bob-1")
+    assert parse_notice(line[:-1].decode()) == (name, "bob-1", "")
 
 
-@pytest.mark.parametrize("name, nick", [(Notice.MATCHED_TO, ""), (Notice.WAIT, "bob")])
-def test_notice_refuses_a_wrong_nickname(name: Notice, nick: str) -> None:
-    """§6: only the notices that name someone take a nickname."""
+@pytest.mark.parametrize("name", protocol.NOTICES_WITH_TEXT)
+def test_text_notices_round_trip(name: Notice) -> None:
+    """§5.5, §5.6: the sender's nickname, one SP, then the text as sent, "#" and "/" and spaces included."""
+    line = notice(name, "bob-1", "#hi  /there é".encode())
+    assert line == (name.value + "bob-1 #hi  /there é\n").encode()
+    assert parse_notice(line[:-1].decode()) == (name, "bob-1", "#hi  /there é")
+
+
+def test_a_list_is_sorted_in_any_case_and_counts_every_match() -> None:
+    """§6.1: names sorted case-insensitively; the count is of all matches, even those cut off."""
+    assert notice(Notice.BROADCAST, "0") == b"#broadcast_0\n"
+    assert protocol.list_line(Notice.ONLINE, []) == b"#online_0\n"
+    assert protocol.list_line(Notice.ONLINE, ["bob", "Alice", "carol"]) == b"#online_3 Alice bob carol\n"
+    names = ["n%04d" % number for number in range(1000)]
+    line = protocol.list_line(Notice.ONLINE, names)
+    assert line.startswith(b"#online_1000 n0000 n0001 ") and len(line) - 1 <= protocol.MAX_LINE_OCTETS
+    assert len(line) - 1 + len(" n0000") > protocol.MAX_LINE_OCTETS  # as many as fit
+    assert parse_notice(line[:-1].decode()).text.split() == names[: line.count(b" ")]
+
+
+@pytest.mark.parametrize(
+    "name, argument, text",
+    [
+        (Notice.MATCHED_TO, "", b""),
+        (Notice.WAIT, "bob", b""),
+        (Notice.FROM, "bob", b""),
+        (Notice.WAIT, "", b"x"),
+    ],
+)
+def test_notice_refuses_a_wrong_argument(name: Notice, argument: str, text: bytes) -> None:
+    """§6: only the notices whose rule has a nickname or count take one, and only text notices a text."""
     with pytest.raises(ValueError):
-        notice(name, nick)
+        notice(name, argument, text)
 
 
-@pytest.mark.parametrize("line", ["#unknown", "#matched_to_", "#matched_to_two words", "hello", "#wait "])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "#unknown",
+        "#matched_to_",
+        "#matched_to_two words",
+        "hello",
+        "#wait ",
+        "#from_bob",
+        "#online_01",
+        "#online_2 a ",
+    ],
+)
 def test_parse_notice_refuses_non_notices(line: str) -> None:
     """§6: anything else is not a notice."""
     with pytest.raises(ValueError):

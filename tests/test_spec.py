@@ -9,9 +9,10 @@ import itertools
 import re
 import socket
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 import pytest
+from abnf.parser import Concatenation, Literal
 
 from mechat import protocol
 from mechat.protocol import TOO_LONG, Event, Notice, Phase, ProtocolError, parse_line
@@ -29,6 +30,10 @@ PROTOCOL_SOURCE = Path(protocol.__file__).read_text(encoding="utf-8")
 IMPLEMENTED_BY_SHAPE = {
     "framed-line": "LineBuffer cuts at LF and drops one CR (§2.1, §2.2)",
     "line-octets": "LineBuffer and check_message count to MAX_LINE_OCTETS (§2.3)",
+    "server-line-octets": "MAX_SERVER_LINE_OCTETS, which no server line can exceed by construction (§2.3)",
+    "who-command": "parse_command splits at the first SP (§5.4)",
+    "msg-command": "parse_command splits at the first two SPs (§5.5)",
+    "all-command": "parse_command splits at the first SP (§5.6)",
     "nickname-phase-line": "parse_line in Phase.NICKNAME (§7.1)",
     "chat-phase-line": "parse_line in the other phases (§7.2, §7.3)",
     "nickname-command": "parse_command splits at the first SP (§5.2)",
@@ -148,10 +153,69 @@ def test_every_notice_is_a_grammar_rule_and_an_alternative_of_notice() -> None:
     assert alternatives == {name.lower().replace("_", "-") for name in Notice.__members__}
     for name in Notice:
         rule = name.name.lower().replace("_", "-")
-        nick = "bob" if name in protocol.NOTICES_WITH_NICKNAME else ""
-        line = protocol.notice(name, nick)[:-1]
+        argument = (
+            "7"
+            if name in protocol.NOTICES_WITH_COUNT
+            else "bob"
+            if name in protocol.NOTICES_WITH_ARGUMENT
+            else ""
+        )
+        text = b"#hi /x" if name in protocol.NOTICES_WITH_TEXT else b""
+        line = protocol.notice(name, argument, text)[:-1]
         assert valid(rule, line) and valid("server-line", line), line
-        assert not matches(rule, line.upper() if not nick else line + b" x"), line
+        wrong = (
+            line + b"\x01"
+            if text
+            else line + b" x"
+            if argument and name is not Notice.ONLINE
+            else line.upper()
+        )
+        assert not matches(rule, wrong), line
+
+
+def leading_literal(rule: str) -> Tuple[str, bool]:
+    """Return the case-sensitive literal every line of a notice rule starts with, and whether it is all of it."""
+    definition = grammar.MechatRule(rule).definition
+    if isinstance(definition, Literal):
+        head, whole = definition, True
+    else:
+        assert isinstance(definition, Concatenation), f"{rule} is not a literal and its arguments"
+        head, whole = definition.parsers[0], False
+    assert isinstance(head, Literal) and head.case_sensitive and isinstance(head.value, str), rule
+    return head.value, whole
+
+
+def test_no_line_matches_two_notice_rules() -> None:
+    """§6: no notice can be taken for another, proved from the grammar's own rules (rule 2 of protocol 2).
+
+    Every line of a notice rule starts with that rule's leading literal
+    (the notice's name and ``_``), compared case-sensitively.  Two rules
+    whose literals differ before either ends can share no line.  Where one
+    literal is the start of the other, the shorter rule must be that
+    literal alone, which is then too short to start with the longer one.
+    """
+    heads = {rule: leading_literal(rule) for rule in grammar.definitions()["notice"].split(" / ")}
+    for (first, (a, a_whole)), (second, (b, b_whole)) in itertools.combinations(heads.items(), 2):
+        assert a != b, (first, second)
+        if b.startswith(a):
+            assert a_whole, f"{first}'s name starts {second}'s, and {first} goes on after it"
+        if a.startswith(b):
+            assert b_whole, f"{second}'s name starts {first}'s, and {second} goes on after it"
+
+
+@pytest.mark.parametrize("name", list(Notice), ids=[name.name for name in Notice])
+def test_each_notice_matches_its_own_rule_and_no_other(name: Notice) -> None:
+    """§6: what notice() makes matches its own rule, and, as the proof above says, no other."""
+    argument = (
+        "7"
+        if name in protocol.NOTICES_WITH_COUNT
+        else "Bob"
+        if name in protocol.NOTICES_WITH_ARGUMENT
+        else ""
+    )
+    line = protocol.notice(name, argument, b"#x /y" if name in protocol.NOTICES_WITH_TEXT else b"")[:-1]
+    rules = grammar.definitions()["notice"].split(" / ")
+    assert [rule for rule in rules if matches(rule, line)] == [name.name.lower().replace("_", "-")]
 
 
 # -- §11: the examples ---------------------------------------------------------

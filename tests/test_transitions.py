@@ -126,10 +126,14 @@ ANSWERED = {
     (W, Event.RENAME): ("/nickname alicia", "#nickname_changed_alicia"),
     (W, Event.INVALID_NICKNAME): ("/nickname has space", "#invalid_nickname"),
     (W, Event.INVALID_MESSAGE): ("#not yours", "#invalid_message"),
-    (W, Event.INVALID_COMMAND): ("/who", "#invalid_command"),
+    (W, Event.INVALID_COMMAND): ("/whom", "#invalid_command"),
+    (W, Event.WHO): ("/who", "#online_1 alice"),
+    (W, Event.BROADCAST): ("/all anyone?", "#broadcast_0"),
+    (W, Event.NEXT): ("/next", "#wait"),
     (C, Event.INVALID_NICKNAME): ("/nickname has space", "#invalid_nickname"),
     (C, Event.INVALID_MESSAGE): ("#not yours", "#invalid_message"),
-    (C, Event.INVALID_COMMAND): ("/who", "#invalid_command"),
+    (C, Event.INVALID_COMMAND): ("/whom", "#invalid_command"),
+    (C, Event.WHO): ("/who ?o*", "#online_1 bob"),
 }
 
 
@@ -297,3 +301,82 @@ def partner_left_while_chatting(start_server: StartServer) -> None:
     bob.close()
     alice.expect("#user_quit")
     alice.expect_closed()
+
+
+# -- Protocol 2: names, lists, direct messages, broadcast, skipping (§3.1, §5.4-§5.7) --
+
+
+@scenario(N, Event.NICKNAME_TAKEN)
+def taken_while_naming(start_server: StartServer) -> None:
+    server = start_server()
+    holder = waiting(server.port, "Alice")
+    [peer] = naming(server)
+    peer.send("aLiCe")  # §3.1: names are compared in any case
+    peer.expect("#nickname_taken")
+    peer.send("bob")  # still naming: another name is accepted
+    peer.expect("#matched_to_Alice")
+    holder.expect("#matched_to_bob")
+
+
+@scenario(W, Event.NICKNAME_TAKEN)
+def taken_while_waiting(start_server: StartServer) -> None:
+    server = start_server()
+    pair(server.port)
+    carol = waiting(server.port, "carol")
+    carol.send("/nickname BOB")
+    carol.expect("#nickname_taken")
+    still_in(W, [carol])
+
+
+@scenario(C, Event.NICKNAME_TAKEN)
+def taken_while_chatting(start_server: StartServer) -> None:
+    server = start_server()
+    peers = pair(server.port)
+    waiting(server.port, "carol")
+    peers[0].send("/nickname Carol")
+    peers[0].expect("#nickname_taken")
+    still_in(C, peers)
+
+
+@scenario(W, Event.DIRECT)
+def direct_message_to_yourself_while_waiting(start_server: StartServer) -> None:
+    [alice] = queued(start_server())
+    alice.send("/msg ALICE note to self")  # §5.5: delivered to yourself
+    alice.expect("#from_alice note to self", "#sent_to_alice")
+    still_in(W, [alice])
+
+
+@scenario(C, Event.DIRECT)
+def direct_message_while_chatting(start_server: StartServer) -> None:
+    server = start_server()
+    alice, bob = pair(server.port)
+    carol = waiting(server.port, "carol")
+    alice.send("/msg CAROL #psst /not a command")
+    carol.expect("#from_alice #psst /not a command")
+    alice.expect("#sent_to_carol")  # spelled as its owner chose it (§5.5)
+    alice.send("/msg dave hello")
+    alice.expect("#no_such_user_dave")
+    still_in(C, [alice, bob])
+
+
+@scenario(C, Event.BROADCAST)
+def broadcast_while_chatting(start_server: StartServer) -> None:
+    server = start_server()
+    alice, bob = pair(server.port)
+    carol = waiting(server.port, "carol")
+    alice.send("/all hello everyone")
+    bob.expect("#all_from_alice hello everyone")
+    carol.expect("#all_from_alice hello everyone")
+    alice.expect("#broadcast_2")
+    still_in(C, [alice, bob])
+
+
+@scenario(C, Event.NEXT)
+def next_while_chatting(start_server: StartServer) -> None:
+    server = start_server()
+    alice, bob = pair(server.port)
+    alice.send("/next")
+    bob.expect("#user_quit")
+    bob.expect_closed()
+    alice.expect("#wait")  # bob is gone: never matched again
+    meet(server.port, alice, "alice", "carol")

@@ -57,6 +57,10 @@ RULE_OF_EVENT = {
     Event.MESSAGE: "message",
     Event.QUIT: "quit-command",
     Event.RENAME: "nickname-command",
+    Event.WHO: "who-command",
+    Event.DIRECT: "msg-command",
+    Event.BROADCAST: "all-command",
+    Event.NEXT: "next-command",
 }
 
 #: Octets above which a line is expensive to parse; see the module docstring.
