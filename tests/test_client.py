@@ -2,18 +2,21 @@
 
 In-process tests feed the client's keyboard from a queue and record what it
 shows; a few end-to-end tests run ``python -m mechat chat`` as a subprocess
-with piped standard input, as a script would.
+with piped standard input, as a script would.  Where a test needs a server
+line that a real server will not send on demand (a list cut short, a rate
+refusal), a scripted server on the other end of a socket pair sends it.
 """
 
 import io
 import os
 import queue
+import re
 import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import IO, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -21,7 +24,7 @@ from mechat import client
 from mechat.client import ChatClient, Screen
 from mechat.server import ChatServer
 from tests.conftest import StartServer
-from tests.peers import TIMEOUT, Peer, waiting
+from tests.peers import TIMEOUT, Peer, meet, pair, waiting
 from tests.ports import refusing_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,13 +42,18 @@ class RecordingScreen(Screen):
         self.shown.put(text)
 
     def expect(self, *fragments: str) -> None:
-        """Fail unless the next lines shown contain these fragments, in order."""
+        """Fail unless the next lines shown contain these fragments, in order.
+
+        A line that starts with ``#`` fails too: the user sees sentences,
+        never a raw notice.
+        """
         for fragment in fragments:
             try:
                 line = self.shown.get(timeout=TIMEOUT)
             except queue.Empty:
                 raise AssertionError("nothing shown; expected %r" % fragment) from None
             assert fragment in line, "expected %r, shown %r" % (fragment, line)
+            assert not line.startswith("#"), "a raw notice was shown: %r" % line
 
 
 class Keyboard:
@@ -73,12 +81,16 @@ class Keyboard:
 class Session:
     """A ChatClient running in a thread, with its keyboard and screen."""
 
-    def __init__(self, port: int, nickname: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        nickname: Optional[str] = None,
+        reconnect: Optional[Callable[[], socket.socket]] = None,
+    ) -> None:
         self.keyboard = Keyboard()
         self.screen = RecordingScreen()
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.sock.settimeout(None)
-        self.client = ChatClient(self.sock, self.keyboard, self.screen, nickname)
+        self.sock = sock
+        self.client = ChatClient(sock, self.keyboard, self.screen, nickname, reconnect)
         self.status: List[int] = []
         self.thread = threading.Thread(target=lambda: self.status.append(self.client.run()))
         self.thread.start()
@@ -92,10 +104,23 @@ class Session:
         return self.status[0]
 
 
-def test_client_chats_and_ends_when_the_partner_quits(server: ChatServer) -> None:
-    """The client shows sentences, marks the partner's lines, and exits 0 on #user_quit."""
+def session(port: int, nickname: Optional[str] = None, offer_new_partner: bool = True) -> Session:
+    """Start a client on the server at ``port``, able to reconnect as `mechat chat` is, unless told not to."""
+    reconnect = (lambda: client.connect("127.0.0.1", port)) if offer_new_partner else None
+    return Session(client.connect("127.0.0.1", port), nickname, reconnect)
+
+
+def scripted(nickname: str) -> Tuple[Session, socket.socket]:
+    """Start a client whose server is the test: return it and the server's end of its connection."""
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(TIMEOUT)
+    return Session(ours, nickname), theirs
+
+
+def test_client_without_a_way_to_reconnect_ends_when_the_partner_quits(server: ChatServer) -> None:
+    """Given no way to reconnect (as the docs' recorded session), the client ends with 0 on #user_quit."""
     bob = waiting(server.port, "bob")
-    alice = Session(server.port, "alice")
+    alice = session(server.port, "alice", offer_new_partner=False)
     alice.screen.expect("You are now chatting with bob. Type /quit to leave.")
     bob.expect("#matched_to_alice")
     alice.keyboard.type("hello bob")
@@ -105,9 +130,22 @@ def test_client_chats_and_ends_when_the_partner_quits(server: ChatServer) -> Non
     assert alice.exit_status() == 0
 
 
+def test_client_offers_a_new_partner_when_the_partner_quits(server: ChatServer) -> None:
+    """After #user_quit the client offers a new partner instead of exiting; Ctrl-D then exits 0."""
+    bob = waiting(server.port, "bob")
+    alice = session(server.port, "alice")
+    alice.screen.expect("You are now chatting with bob")
+    bob.expect("#matched_to_alice")
+    bob.send("bye", "/quit")
+    alice.screen.expect("bob: bye", "bob has left the chat.", client.OFFER)
+    alice.keyboard.type(None)
+    alice.screen.expect("Leaving.")
+    assert alice.exit_status() == 0
+
+
 def test_client_asks_again_after_an_invalid_nickname(server: ChatServer) -> None:
     """§3: after #invalid_nickname the next typed line is sent as the nickname."""
-    alice = Session(server.port)
+    alice = session(server.port)
     alice.keyboard.type("bad nick", "/nickname x", "alice")
     alice.screen.expect("That nickname is not allowed", "only command is /quit", "Waiting for a partner")
     bob = Peer(server.port)
@@ -121,7 +159,7 @@ def test_client_asks_again_after_an_invalid_nickname(server: ChatServer) -> None
 
 def test_lines_typed_while_waiting_are_sent_once_matched(server: ChatServer) -> None:
     """§7.2: the client holds lines typed before a partner exists, then sends them in order."""
-    alice = Session(server.port, "alice")
+    alice = session(server.port, "alice")
     alice.screen.expect("Waiting for a partner")
     alice.keyboard.type("early one", "early two")
     bob = Peer(server.port)
@@ -140,7 +178,7 @@ def test_lines_typed_while_waiting_are_sent_once_matched(server: ChatServer) -> 
 
 def test_end_of_input_while_waiting_says_what_was_not_sent(server: ChatServer) -> None:
     """Ctrl-D sends /quit and exits 0; held lines are reported, never dropped silently."""
-    alice = Session(server.port, "alice")
+    alice = session(server.port, "alice")
     alice.screen.expect("Waiting for a partner")
     alice.keyboard.type("nobody will read this", None)
     alice.screen.expect("1 line(s) were not sent", "Leaving.")
@@ -151,7 +189,7 @@ def test_full_server_is_reported_with_a_nonzero_status(start_server: StartServer
     """§9.3: #server_full is shown as a sentence and the client exits 1."""
     server = start_server(max_clients=1)
     occupant = waiting(server.port, "occupant")
-    late = Session(server.port, "late")
+    late = session(server.port, "late")
     late.screen.expect("The server is full")
     assert late.exit_status() == 1
     occupant.close()
@@ -160,7 +198,7 @@ def test_full_server_is_reported_with_a_nonzero_status(start_server: StartServer
 def test_server_shutdown_is_a_goodbye(start_server: StartServer) -> None:
     """§10: #server_shutdown is shown as a sentence and the client exits 0."""
     server = start_server()
-    alice = Session(server.port, "alice")
+    alice = session(server.port, "alice")
     alice.screen.expect("Waiting for a partner")
     server.shutdown()
     server.server_close()
@@ -171,15 +209,339 @@ def test_server_shutdown_is_a_goodbye(start_server: StartServer) -> None:
 def test_server_closing_without_notice_is_reported() -> None:
     """A server that just closes is reported in plain words; the client exits 0."""
     listener = socket.create_server(("127.0.0.1", 0))
-    session = Session(listener.getsockname()[1], "alice")
+    alice = Session(client.connect("127.0.0.1", listener.getsockname()[1]), "alice")
     conn, _ = listener.accept()
     with conn:
         conn.settimeout(TIMEOUT)
         assert conn.recv(100) == b"alice\n"
         conn.sendall(b"#nonsense_notice\n")
-    session.screen.expect("The server sent something unexpected", "The server closed the connection.")
-    assert session.exit_status() == 0
+    alice.screen.expect("The server sent something unexpected", "The server closed the connection.")
+    assert alice.exit_status() == 0
     listener.close()
+
+
+def test_enter_after_the_partner_left_finds_a_new_partner_with_the_same_nickname(server: ChatServer) -> None:
+    """Enter at the offer reconnects with the same nickname; other lines are not sent and the offer stands."""
+    bob = waiting(server.port, "bob")
+    alice = session(server.port, "alice")
+    alice.screen.expect("You are now chatting with bob")
+    bob.expect("#matched_to_alice")
+    bob.send("/quit")
+    alice.screen.expect("bob has left the chat.", client.OFFER)
+    alice.keyboard.type("are you still there?")
+    alice.screen.expect("That line was not sent: your partner has left. " + client.OFFER)
+    carol = waiting(server.port, "carol")
+    alice.keyboard.type("")
+    carol.expect("#matched_to_alice")
+    alice.screen.expect("You are now chatting with carol")
+    alice.keyboard.type("hi carol")
+    carol.expect("hi carol")
+    carol.send("/quit")
+    alice.screen.expect("carol has left the chat.", client.OFFER)
+    alice.keyboard.type("/quit")
+    alice.screen.expect("Leaving.")
+    assert alice.exit_status() == 0
+
+
+def test_a_nickname_taken_while_away_is_said_in_a_sentence_and_another_asked(server: ChatServer) -> None:
+    """§3.1: reconnecting as a nickname someone took meanwhile (in any case) asks for another one."""
+    bob = waiting(server.port, "bob")
+    alice = session(server.port, "alice")
+    alice.screen.expect("You are now chatting with bob")
+    bob.expect("#matched_to_alice")
+    bob.send("/quit")
+    alice.screen.expect("bob has left the chat.", client.OFFER)
+    taker = waiting(server.port, "ALICE")  # the closed session's name was free at once (§3.1)
+    alice.keyboard.type("")
+    alice.screen.expect("The nickname alice is taken. Type another nickname.")
+    assert alice.screen.prompt == "Nickname: "
+    alice.keyboard.type("alice2")
+    taker.expect("#matched_to_alice2")
+    alice.screen.expect("You are now chatting with ALICE")
+    alice.keyboard.type(None)
+    taker.expect("#user_quit")
+    assert alice.exit_status() == 0
+
+
+def test_a_server_gone_at_the_offer_is_reported_with_a_nonzero_status(server: ChatServer) -> None:
+    """A new partner cannot be found without the server: one sentence, and the client exits 1."""
+    bob = waiting(server.port, "bob")
+    with refusing_port() as gone:
+        alice = Session(
+            client.connect("127.0.0.1", server.port), "alice", lambda: client.connect("127.0.0.1", gone)
+        )
+        alice.screen.expect("You are now chatting with bob")
+        bob.expect("#matched_to_alice")
+        bob.send("/quit")
+        alice.screen.expect("bob has left the chat.", client.OFFER)
+        alice.keyboard.type("")
+        alice.screen.expect("Cannot reach the server again")
+        assert alice.exit_status() == 1
+
+
+def test_next_leaves_the_partner_and_finds_a_new_one(server: ChatServer) -> None:
+    """§5.7: /next says it left the partner; the partner gets #user_quit; lines then go to the new partner."""
+    bob = waiting(server.port, "bob")
+    alice = session(server.port, "alice")
+    alice.screen.expect("You are now chatting with bob")
+    bob.expect("#matched_to_alice")
+    carol = waiting(server.port, "carol")
+    alice.keyboard.type("/next", "for whoever is next")
+    alice.screen.expect("You left bob; looking for a new partner", "You are now chatting with carol")
+    bob.expect("#user_quit")
+    bob.expect_closed()
+    carol.expect("#matched_to_alice", "for whoever is next")
+    alice.keyboard.type(None)
+    carol.expect("#user_quit")
+    assert alice.exit_status() == 0
+
+
+def test_next_while_waiting_keeps_the_place(server: ChatServer) -> None:
+    """§5.7: /next while waiting is answered with #wait, shown as a sentence; the client still pairs."""
+    alice = session(server.port, "alice")
+    alice.screen.expect("Waiting for a partner")
+    alice.keyboard.type("/next")
+    alice.screen.expect("Waiting for a partner")
+    bob = Peer(server.port)
+    bob.send("bob")
+    bob.expect("#matched_to_alice")
+    alice.screen.expect("You are now chatting with bob")
+    alice.keyboard.type("/quit")
+    bob.expect("#user_quit")
+    assert alice.exit_status() == 0
+
+
+def test_help_is_answered_locally_and_lists_every_command(server: ChatServer) -> None:
+    """/help is never sent: it lists each command on a line of its own, in any phase."""
+    alice = session(server.port)
+    alice.keyboard.type("/help")
+    alice.screen.expect("Commands")
+    alice.keyboard.type("alice")
+    alice.screen.expect("Waiting for a partner")  # /help was not taken for a nickname
+    bob = Peer(server.port)
+    bob.send("bob")
+    bob.expect("#matched_to_alice")
+    alice.screen.expect("You are now chatting with bob")
+    alice.keyboard.type("/help")
+    help_lines = alice.screen.shown.get(timeout=TIMEOUT).splitlines()
+    for usage in (
+        "/who [PATTERN]",
+        "/msg NICK TEXT",
+        "/all TEXT",
+        "/next",
+        "/nickname NEW",
+        "/help",
+        "/quit",
+    ):
+        assert sum(line.strip().startswith(usage + " ") for line in help_lines) == 1, usage
+    alice.keyboard.type("after help")
+    bob.expect("after help")  # the first line bob gets: /help never reached the server
+    alice.keyboard.type("/quit")
+    bob.expect("#user_quit")
+    assert alice.exit_status() == 0
+
+
+def test_direct_messages_show_sender_and_receipt(server: ChatServer) -> None:
+    """§5.5: a DM shows as `carol → you: TEXT`, its receipt as a sentence; it goes at once while waiting."""
+    carol, dave = pair(server.port, "carol", "dave")
+    alice = session(server.port, "alice")
+    alice.screen.expect("Waiting for a partner")
+    carol.send("/msg alice psst")
+    carol.expect("#sent_to_alice")
+    alice.screen.expect("carol → you: psst")
+    longest = "x" * 1989  # a 2,000-octet /msg line: its #from_carol line is 2,001 octets (§2.3)
+    carol.send("/msg alice " + longest)
+    carol.expect("#sent_to_alice")
+    alice.screen.expect("carol → you: " + longest)
+    alice.keyboard.type("/msg DAVE hi dave")  # any case reaches dave; the receipt spells it his way
+    dave.expect("#from_alice hi dave")
+    alice.screen.expect("Sent to dave.")
+    alice.keyboard.type("/msg alice note to self")
+    alice.screen.expect("alice → you: note to self", "Sent to alice.")
+    alice.keyboard.type(None)
+    alice.screen.expect("Leaving.")
+    assert alice.exit_status() == 0
+
+
+def test_broadcast_shows_sender_and_count(server: ChatServer) -> None:
+    """§5.6: an /all shows as `carol → all: TEXT`; its receipt says how many people it reached."""
+    carol, dave = pair(server.port, "carol", "dave")
+    alice = session(server.port, "alice")
+    alice.screen.expect("Waiting for a partner")
+    alice.keyboard.type("/all hello everyone")
+    carol.expect("#all_from_alice hello everyone")
+    dave.expect("#all_from_alice hello everyone")
+    alice.screen.expect("Sent to 2 people.")
+    carol.send("/all hi alice")
+    dave.expect("#all_from_carol hi alice")
+    carol.expect("#broadcast_2")
+    alice.screen.expect("carol → all: hi alice")
+    alice.keyboard.type(None)
+    alice.screen.expect("Leaving.")
+    assert alice.exit_status() == 0
+
+
+def test_refusals_are_sentences_never_raw_notices(server: ChatServer) -> None:
+    """§5.5, §3.1, §5.3: #no_such_user_, #nickname_taken and #invalid_command are shown in words."""
+    pair(server.port, "carol", "dave")
+    alice = session(server.port, "alice")
+    alice.screen.expect("Waiting for a partner")
+    alice.keyboard.type("/msg nobody hello?")
+    alice.screen.expect("Nobody called nobody is online; that message was not sent.")
+    alice.keyboard.type("/nickname CAROL")
+    alice.screen.expect("Someone else has that nickname; you are still alice.")
+    alice.keyboard.type("/msg carol")
+    alice.screen.expect("/who [PATTERN], /msg NICK TEXT, /all TEXT, /next, /nickname NEW")
+    alice.keyboard.type("/frobnicate")
+    alice.screen.expect("Unknown or incomplete command.")
+    alice.keyboard.type(None)
+    alice.screen.expect("Leaving.")
+    assert alice.exit_status() == 0
+
+
+def test_an_all_over_the_rate_is_refused_in_words(start_server: StartServer) -> None:
+    """§5.6, §9.7: an /all over the server's /all rate is answered #rate_limited, shown as a sentence."""
+    server = start_server(all_rate=0.001)  # one /all, then none for 1,000 s
+    carol = waiting(server.port, "carol")
+    alice = session(server.port, "alice")
+    alice.screen.expect("You are now chatting with carol")
+    carol.expect("#matched_to_alice")
+    alice.keyboard.type("/all one")
+    carol.expect("#all_from_alice one")
+    alice.screen.expect("Sent to 1 person.")
+    alice.keyboard.type("/all two", "after")
+    alice.screen.expect("You are sending too fast (/all at most once a second); that line was not sent.")
+    carol.expect("after")  # and never "two"
+    alice.keyboard.type("/quit")
+    carol.expect("#user_quit")
+    assert alice.exit_status() == 0
+
+
+def test_who_prints_names_in_columns_under_a_heading(
+    server: ChatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """§5.4, §6.1: /who shows how many match, then the names down columns that fit the terminal."""
+    monkeypatch.setenv("COLUMNS", "40")  # 32 after the time stamp: 4 columns of 7
+    pair(server.port, "ann", "bea")
+    pair(server.port, "cyd", "dot")
+    alice = session(server.port, "alice")
+    alice.screen.expect("Waiting for a partner")
+    alice.keyboard.type("/who")
+    alice.screen.expect("5 people online match:\nalice  bea    dot\nann    cyd")
+    alice.keyboard.type("/who A*")
+    alice.screen.expect("2 people online match:\nalice  ann")
+    alice.keyboard.type("/who d?t")
+    alice.screen.expect("1 person online matches:\ndot")
+    alice.keyboard.type("/who zz*")
+    alice.screen.expect("Nobody online matches.")
+    alice.keyboard.type(None)
+    alice.screen.expect("Leaving.")
+    assert alice.exit_status() == 0
+
+
+def test_who_heading_says_when_the_server_cut_the_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """§6.1: a count above the names shown means the list was cut, and the heading says so.
+
+    A real server cuts a list only past 2,000 octets of names, so a scripted
+    one sends it, and with it the /all receipts for one person and for
+    nobody (§5.6), in words.
+    """
+    monkeypatch.setenv("COLUMNS", "80")
+    alice, server_end = scripted("alice")
+    assert server_end.recv(100) == b"alice\n"
+    server_end.sendall(b"#wait\n#online_250 ann bea\n#broadcast_1\n#broadcast_0\n")
+    alice.screen.expect(
+        "Waiting for a partner",
+        "250 people online match; the server's list stops after the first 2:\nann  bea",
+        "Sent to 1 person.",
+        "Sent to nobody: no one else is online.",
+    )
+    server_end.close()
+    alice.screen.expect("The server closed the connection.")
+    assert alice.exit_status() == 0
+
+
+def test_in_columns_fills_columns_first_within_the_width() -> None:
+    """Names go down the columns, as ls lays them out, and no row is wider than the width."""
+    names = ["a", "bb", "ccc", "dddd", "e", "f", "g"]
+    assert client.in_columns(names, 20) == ["a     dddd  g", "bb    e", "ccc   f"]
+    assert client.in_columns(names, 1) == names  # too narrow for two: one a row
+    assert client.in_columns([], 80) == []
+    for width in range(1, 40):
+        assert all(len(row) <= max(width, 4) for row in client.in_columns(names, width))
+
+
+# -- Tab completion ------------------------------------------------------------------
+
+
+def test_tab_completes_commands_and_nicknames_learned_from_notices(server: ChatServer) -> None:
+    """Tab completes commands, and nicknames learned from #matched_to_, #partner_renamed_, #from_,
+    #all_from_ and #online_."""
+    bob = waiting(server.port, "bob")
+    alice = session(server.port, "alice")
+    alice.screen.expect("You are now chatting with bob")
+    bob.expect("#matched_to_alice")
+    bob.send("/nickname Robert")
+    bob.expect("#nickname_changed_Robert")
+    alice.screen.expect("bob is now known as Robert")
+    carol = waiting(server.port, "carol")
+    carol.send("/msg alice hi")
+    carol.expect("#sent_to_alice")
+    alice.screen.expect("carol → you: hi")
+    dave = meet(server.port, carol, "carol", "dave")
+    dave.send("/all hey")
+    dave.expect("#broadcast_3")
+    bob.expect("#all_from_dave hey")
+    carol.expect("#all_from_dave hey")
+    alice.screen.expect("dave → all: hey")
+    waiting(server.port, "erin")
+    alice.keyboard.type("/who e*")
+    alice.screen.expect("1 person online matches")
+
+    complete = alice.client.completer.complete
+    assert [complete("/n", state) for state in range(3)] == ["/next", "/nickname ", None]
+    assert complete("/wh", 0) == "/who"  # no space: "/who " would be refused (§5.3)
+    assert complete("/m", 0) == "/msg "  # a space, for the nickname that must follow
+    assert [complete("/", state) for state in range(8)] == [*client.COMMAND_COMPLETIONS, None]
+    for typed, nickname in [("bo", "bob"), ("r", "Robert"), ("C", "carol"), ("d", "dave"), ("e", "erin")]:
+        assert complete(typed, 0) == nickname + " ", typed
+        assert complete(typed, 1) is None
+    assert complete("zed", 0) is None
+    alice.keyboard.type("/quit")
+    bob.expect("#user_quit")
+    assert alice.exit_status() == 0
+
+
+def test_line_editing_installs_the_completer() -> None:
+    """Where readline exists, Tab calls the client's completer, and only a space ends a word."""
+    readline = pytest.importorskip("readline")
+    before, delimiters = readline.get_completer(), readline.get_completer_delims()
+    completer = client.Completer()
+    try:
+        client.enable_line_editing(completer.complete)
+        assert readline.get_completer() == completer.complete
+        assert readline.get_completer_delims() == " "
+    finally:
+        readline.set_completer(before)
+        readline.set_completer_delims(delimiters)
+
+
+def test_without_readline_the_client_still_reads_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has no readline: line editing is skipped, and input() is read as before."""
+    monkeypatch.setitem(sys.modules, "readline", None)  # `import readline` now raises ImportError
+    client.enable_line_editing(client.Completer().complete)
+    assert client.typed_so_far() == ""
+    typed = iter(["alice"])
+
+    def fake_input(prompt: str) -> str:
+        try:
+            return next(typed)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    completer = client.Completer()
+    assert list(client.keyboard_lines(io.StringIO(), True, lambda: "> ", completer.complete)) == ["alice"]
 
 
 # -- The screen --------------------------------------------------------------------
@@ -195,6 +557,26 @@ def test_screen_stamps_colours_and_redraws_the_prompt(monkeypatch: pytest.Monkey
     text = out.getvalue()
     assert text.startswith("\r\x1b[K[")
     assert Screen.BOLD_CYAN + "bob" + Screen.RESET + ": hello\n> half-typ" in text
+
+
+def test_screen_stamps_direct_messages_broadcasts_and_blocks() -> None:
+    """A DM reads `[10:02] bob → you: hi`, a broadcast `→ all`; further lines of a block are indented."""
+    out = io.StringIO()
+    screen = Screen(out, color=False, interactive=False)
+    screen.message("bob", "hi", to="you")
+    screen.message("bob", "hi all", to="all")
+    screen.message("bob", "hi partner")
+    screen.info("heading\nrow")
+    stamp = r"\[\d\d:\d\d\] "
+    expected = [
+        stamp + "bob → you: hi",
+        stamp + "bob → all: hi all",
+        stamp + "bob: hi partner",
+        stamp + "heading",
+    ]
+    lines = out.getvalue().splitlines()
+    assert all(re.fullmatch(pattern, line) for pattern, line in zip(expected, lines)), lines
+    assert lines[4] == " " * Screen.STAMP_WIDTH + "row"
 
 
 class FakeTerminal(io.StringIO):
@@ -255,23 +637,53 @@ def test_piped_client_end_to_end(server: ChatServer) -> None:
     assert b"Traceback" not in result.stderr
 
 
+class OutputLines:
+    """The lines a subprocess prints, read by a thread so that a test can wait for one with a deadline."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.lines: queue.Queue[bytes] = queue.Queue()
+        self.seen: List[bytes] = []
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for line in stream:
+            self.lines.put(line)
+
+    def expect(self, fragment: bytes) -> None:
+        """Read lines until one holds ``fragment``; fail if none comes within the timeout."""
+        while True:
+            try:
+                line = self.lines.get(timeout=TIMEOUT)
+            except queue.Empty:
+                raise AssertionError("%r never shown; shown: %r" % (fragment, self.seen)) from None
+            self.seen.append(line)
+            if fragment in line:
+                return
+
+
 def test_nick_option_end_to_end(server: ChatServer) -> None:
-    """--nick sends the nickname first; the partner's lines are shown with its name."""
+    """--nick sends the nickname first; after #user_quit an empty line finds a new partner as that nick."""
     bob = waiting(server.port, "bob")
-    chat = subprocess.Popen(
-        [sys.executable, "-m", "mechat", "chat", "--port", str(server.port), "--nick", "alice"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
-    bob.expect("#matched_to_alice")
-    bob.send("hi there", "/quit")
-    assert chat.wait(timeout=30) == 0  # standard input stays open: the client ends on #user_quit
-    out, err = chat.communicate(timeout=30)
-    assert b"Traceback" not in err
-    assert b"bob: hi there" in out
-    assert b"bob has left the chat." in out
+    command = [sys.executable, "-m", "mechat", "chat", "--port", str(server.port), "--nick", "alice"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    pipe = subprocess.PIPE
+    with subprocess.Popen(command, stdin=pipe, stdout=pipe, stderr=pipe, env=env) as chat:
+        assert chat.stdin is not None and chat.stdout is not None and chat.stderr is not None
+        out = OutputLines(chat.stdout)
+        bob.expect("#matched_to_alice")
+        bob.send("hi there", "/quit")
+        out.expect(b"bob: hi there")
+        out.expect(b"bob has left the chat.")
+        out.expect(client.OFFER.encode())  # standard input stays open: the client waits for an answer
+        carol = waiting(server.port, "carol")
+        chat.stdin.write(b"\n")
+        chat.stdin.flush()
+        carol.expect("#matched_to_alice")
+        out.expect(b"You are now chatting with carol")
+        chat.stdin.close()  # end of input: /quit
+        carol.expect("#user_quit")
+        assert chat.wait(timeout=30) == 0
+        assert b"Traceback" not in chat.stderr.read()
 
 
 def test_refused_connection_is_one_clear_line() -> None:
