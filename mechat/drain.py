@@ -140,7 +140,7 @@ def writable(wake: socket.socket, connections: List["Connection"], seconds: floa
     then says how).  A connection already closed is returned too: its
     drain() finds that nothing is left to write.
     """
-    by_descriptor: Dict[int, "Connection"] = {}
+    by_descriptor: Dict[int, Connection] = {}
     closed = []
     for connection in connections:
         descriptor = connection.sock.fileno()

@@ -174,7 +174,7 @@ def test_every_notice_is_a_grammar_rule_and_an_alternative_of_notice() -> None:
 
 
 def leading_literal(rule: str) -> Tuple[str, bool]:
-    """Return the case-sensitive literal every line of a notice rule starts with, and whether it is all of it."""
+    """Return the literal every line of a notice rule starts with, and whether it is the whole rule."""
     definition = grammar.MechatRule(rule).definition
     if isinstance(definition, Literal):
         head, whole = definition, True
