@@ -5,7 +5,10 @@ bug is the only difference and the test shows which check of
 :mod:`mechat.conform` notices it.  The bugs are the ones students' servers
 really have: a command matched by prefix, a waiter handed out after it
 left, a long line cut into pieces, a waiter matched with itself, and a
-partner never told that the chat is over.
+partner never told that the chat is over.  :data:`DIRECTORY_BUGS` are
+protocol 2's (:mod:`mechat.conform.directory`): a nickname taken twice, a
+direct message to the wrong client, a broadcast echoed, /next back to the
+same partner, and a /who list out of order or miscounted.
 """
 
 import contextlib
@@ -13,8 +16,8 @@ import threading
 from typing import Iterator, List, NamedTuple, Optional
 
 from mechat import protocol
-from mechat.matchmaker import Chatter, Matchmaker, Step
-from mechat.protocol import Event, Line, Notice, Phase
+from mechat.matchmaker import SESSION_OVER, Chatter, Matchmaker, Step, matcher
+from mechat.protocol import LF, SP, Event, Line, Notice, Phase
 from mechat.server import ChatHandler, ChatServer, Limits, Received
 
 
@@ -80,6 +83,88 @@ class SilentMatchmaker(Matchmaker):
             super()._post(chatter, line)
 
 
+class DuplicateMatchmaker(Matchmaker):
+    """Bug: a first line is never compared with the nicknames in use; only /nickname is (§3.1)."""
+
+    def join(self, chatter: Chatter, nickname: str) -> Step:
+        """Name and queue ``chatter`` without asking who holds ``nickname``."""
+        with self._changed:
+            waiter = self._head()
+            if not self._move(chatter, Event.NICKNAME):
+                return SESSION_OVER
+            self._name(chatter, nickname)
+            return self._queue_up(chatter, waiter)
+
+
+class MisdirectedMatchmaker(Matchmaker):
+    """Bug: a direct message from a chat goes to the sender's partner, whoever it names (§5.5)."""
+
+    def direct(self, sender: Chatter, nickname: str, text: bytes) -> Step:
+        """Deliver to the partner, as a relayed line would go, and say it went to ``nickname``."""
+        with self._changed:
+            partner, recipient = sender.partner, self._holder(nickname)
+            if partner is None or recipient is None:
+                return super().direct(sender, nickname, text)
+            self._post(partner, protocol.notice(Notice.FROM, sender.nickname, text))
+            self._post(sender, protocol.notice(Notice.SENT_TO, recipient.nickname))
+            return Step(sender.phase, (partner, sender))
+
+
+class EchoMatchmaker(Matchmaker):
+    """Bug: /all goes to every named client, its sender included (§5.6)."""
+
+    def broadcast(self, sender: Chatter, text: bytes) -> Step:
+        """Send the sender its own line first, then broadcast as usual."""
+        with self._changed:
+            self._post(sender, protocol.notice(Notice.ALL_FROM, sender.nickname, text))
+            return super().broadcast(sender, text)
+
+
+class RematchMatchmaker(Matchmaker):
+    """Bug: /next puts the old partner back at the head of the queue, where the sender meets it (§5.7)."""
+
+    def next_partner(self, chatter: Chatter) -> Step:
+        """Queue both sides again, the partner first."""
+        with self._changed:
+            partner = chatter.partner
+            if partner is None:
+                return super().next_partner(chatter)
+            chatter.partner = partner.partner = None
+            self._move(partner, Event.NEXT)
+            self._waiting.appendleft(partner)
+            self._move(chatter, Event.NEXT)
+            return self._queue_up(chatter, partner)
+
+
+class UnsortedMatchmaker(Matchmaker):
+    """Bug: /who lists the nicknames in the order they were chosen, not sorted (§6.1)."""
+
+    def who(self, chatter: Chatter, pattern: str) -> Step:
+        """List the matches as they come, cut to the line."""
+        matches = matcher(pattern)
+        with self._changed:
+            if not self._move(chatter, Event.WHO):
+                return SESSION_OVER
+            names = [other.nickname for key, other in self._named.items() if matches(key)]
+            line = (Notice.ONLINE.value + str(len(names))).encode("ascii")
+            for name in names:
+                if len(line) + 1 + len(name) <= protocol.MAX_LINE_OCTETS:
+                    line += SP + name.encode("ascii")
+            self._post(chatter, line + LF)
+            return Step(chatter.phase, (chatter,))
+
+
+class ShownCountMatchmaker(Matchmaker):
+    """Bug: a /who list counts the names it shows, not every match, so a cut list hides the cut (§6.1)."""
+
+    def _post(self, chatter: Chatter, line: bytes) -> None:
+        """Recount every #online_ line before it goes."""
+        if line.startswith(Notice.ONLINE.value.encode("ascii")):
+            names = line.rstrip(LF).split(SP)[1:]
+            line = b" ".join([(Notice.ONLINE.value + str(len(names))).encode("ascii"), *names]) + LF
+        super()._post(chatter, line)
+
+
 class Bug(NamedTuple):
     """One planted bug: the classes that carry it, and the line limit it needs."""
 
@@ -94,6 +179,16 @@ BUGS = {
     "long line forwarded in pieces": Bug(handler=PiecesHandler, max_line=1_000_000),
     "waiter matched with itself": Bug(matchmaker=SelfMatchmaker),
     "no #user_quit": Bug(matchmaker=SilentMatchmaker),
+}
+
+#: The planted bugs of protocol 2's directory, kept apart from BUGS, which grade the core checks.
+DIRECTORY_BUGS = {
+    "duplicate nickname accepted": Bug(matchmaker=DuplicateMatchmaker),
+    "direct message to the partner": Bug(matchmaker=MisdirectedMatchmaker),
+    "broadcast echoed to its sender": Bug(matchmaker=EchoMatchmaker),
+    "/next back to the old partner": Bug(matchmaker=RematchMatchmaker),
+    "list not sorted": Bug(matchmaker=UnsortedMatchmaker),
+    "list counts only the names shown": Bug(matchmaker=ShownCountMatchmaker),
 }
 
 

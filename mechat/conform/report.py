@@ -255,8 +255,10 @@ def render(format: str, grading: Grading) -> str:
 
 def listing(checks: Iterable[Check]) -> str:
     """Return one line per check: id, section, feature and title, for ``--list``."""
+    checks = list(checks)
+    width = max((len(check.feature) for check in checks), default=0)
     return "".join(
-        f"{check.id:<26} {check.section:<6} {check.feature:<5} {check.title}\n" for check in checks
+        f"{check.id:<26} {check.section:<6} {check.feature:<{width}} {check.title}\n" for check in checks
     )
 
 
