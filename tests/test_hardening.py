@@ -392,3 +392,14 @@ def test_token_bucket_of_rate_zero_allows_everything() -> None:
     """§9.5: a rate of 0 turns flood control off."""
     bucket = TokenBucket(0, FakeClock())
     assert all(bucket.allow() for _ in range(10_000))
+
+
+def test_token_bucket_below_one_a_second_allows_one_then_one_per_period() -> None:
+    """§9.7: a rate of 0.01 (one /all in 100 s) still allows the first, then one each 100 s."""
+    clock = FakeClock()
+    bucket = TokenBucket(0.01, clock)
+    assert [bucket.allow() for _ in range(2)] == [True, False]
+    clock.now += 99
+    assert not bucket.allow()
+    clock.now += 1
+    assert [bucket.allow() for _ in range(2)] == [True, False]
