@@ -47,9 +47,9 @@ MAX_LINE_OCTETS = 2000
 
 #: §2.3: a server line holds at most this many octets before its LF: the
 #: grammar's ``server-line-octets`` rule.  A notice that carries a client's
-#: text (``#all_from_``, 10 octets, and a 30-octet nickname and a SP) is at
-#: most 41 octets longer than the client's line without its command
-#: (``/all ``); 2100 leaves room for the longer prefixes to come.
+#: text (``#all_from_``, 10 octets, then a 30-octet nickname and a SP) is at
+#: most 41 octets longer than that text; 2100 leaves room for the longer
+#: prefixes to come.
 MAX_SERVER_LINE_OCTETS = 2100
 
 #: §3: the longest nickname, in characters (all of them ASCII, so octets).
