@@ -97,7 +97,7 @@ def ghost_waiter(t: Transcript, server: ChatServer) -> None:
     bob.expect("#matched_to_carol")
 
 
-# -- Protocol 2: named users (§3.1, §5.4-§5.7); drawn by named-users.rst ------
+# -- Protocol 2: named users (§3.1, §5.4-§5.7); drawn by the pages in named-users/ ------
 
 
 def nickname_taken(t: Transcript, server: ChatServer) -> None:
