@@ -20,8 +20,9 @@ from typing import IO, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
-from mechat import client
-from mechat.client import ChatClient, Screen
+from mechat import client, screen
+from mechat.client import ChatClient
+from mechat.screen import Screen
 from mechat.server import ChatServer
 from tests.conftest import StartServer
 from tests.peers import TIMEOUT, Peer, meet, pair, waiting
@@ -137,7 +138,7 @@ def test_client_offers_a_new_partner_when_the_partner_quits(server: ChatServer) 
     alice.screen.expect("You are now chatting with bob")
     bob.expect("#matched_to_alice")
     bob.send("bye", "/quit")
-    alice.screen.expect("bob: bye", "bob has left the chat.", client.OFFER)
+    alice.screen.expect("bob: bye", "bob has left the chat.", screen.OFFER)
     alice.keyboard.type(None)
     alice.screen.expect("Leaving.")
     assert alice.exit_status() == 0
@@ -227,9 +228,9 @@ def test_enter_after_the_partner_left_finds_a_new_partner_with_the_same_nickname
     alice.screen.expect("You are now chatting with bob")
     bob.expect("#matched_to_alice")
     bob.send("/quit")
-    alice.screen.expect("bob has left the chat.", client.OFFER)
+    alice.screen.expect("bob has left the chat.", screen.OFFER)
     alice.keyboard.type("are you still there?")
-    alice.screen.expect("That line was not sent: your partner has left. " + client.OFFER)
+    alice.screen.expect("That line was not sent: your partner has left. " + screen.OFFER)
     carol = waiting(server.port, "carol")
     alice.keyboard.type("")
     carol.expect("#matched_to_alice")
@@ -237,7 +238,7 @@ def test_enter_after_the_partner_left_finds_a_new_partner_with_the_same_nickname
     alice.keyboard.type("hi carol")
     carol.expect("hi carol")
     carol.send("/quit")
-    alice.screen.expect("carol has left the chat.", client.OFFER)
+    alice.screen.expect("carol has left the chat.", screen.OFFER)
     alice.keyboard.type("/quit")
     alice.screen.expect("Leaving.")
     assert alice.exit_status() == 0
@@ -250,7 +251,7 @@ def test_a_nickname_taken_while_away_is_said_in_a_sentence_and_another_asked(ser
     alice.screen.expect("You are now chatting with bob")
     bob.expect("#matched_to_alice")
     bob.send("/quit")
-    alice.screen.expect("bob has left the chat.", client.OFFER)
+    alice.screen.expect("bob has left the chat.", screen.OFFER)
     taker = waiting(server.port, "ALICE")  # the closed session's name was free at once (§3.1)
     alice.keyboard.type("")
     alice.screen.expect("The nickname alice is taken. Type another nickname.")
@@ -273,7 +274,7 @@ def test_a_server_gone_at_the_offer_is_reported_with_a_nonzero_status(server: Ch
         alice.screen.expect("You are now chatting with bob")
         bob.expect("#matched_to_alice")
         bob.send("/quit")
-        alice.screen.expect("bob has left the chat.", client.OFFER)
+        alice.screen.expect("bob has left the chat.", screen.OFFER)
         alice.keyboard.type("")
         alice.screen.expect("Cannot reach the server again")
         assert alice.exit_status() == 1
@@ -464,11 +465,11 @@ def test_who_heading_says_when_the_server_cut_the_list(monkeypatch: pytest.Monke
 def test_in_columns_fills_columns_first_within_the_width() -> None:
     """Names go down the columns, as ls lays them out, and no row is wider than the width."""
     names = ["a", "bb", "ccc", "dddd", "e", "f", "g"]
-    assert client.in_columns(names, 20) == ["a     dddd  g", "bb    e", "ccc   f"]
-    assert client.in_columns(names, 1) == names  # too narrow for two: one a row
-    assert client.in_columns([], 80) == []
+    assert screen.in_columns(names, 20) == ["a     dddd  g", "bb    e", "ccc   f"]
+    assert screen.in_columns(names, 1) == names  # too narrow for two: one a row
+    assert screen.in_columns([], 80) == []
     for width in range(1, 40):
-        assert all(len(row) <= max(width, 4) for row in client.in_columns(names, width))
+        assert all(len(row) <= max(width, 4) for row in screen.in_columns(names, width))
 
 
 # -- Tab completion ------------------------------------------------------------------
@@ -502,7 +503,7 @@ def test_tab_completes_commands_and_nicknames_learned_from_notices(server: ChatS
     assert [complete("/n", state) for state in range(3)] == ["/next", "/nickname ", None]
     assert complete("/wh", 0) == "/who"  # no space: "/who " would be refused (§5.3)
     assert complete("/m", 0) == "/msg "  # a space, for the nickname that must follow
-    assert [complete("/", state) for state in range(8)] == [*client.COMMAND_COMPLETIONS, None]
+    assert [complete("/", state) for state in range(8)] == [*screen.COMMAND_COMPLETIONS, None]
     for typed, nickname in [("bo", "bob"), ("r", "Robert"), ("C", "carol"), ("d", "dave"), ("e", "erin")]:
         assert complete(typed, 0) == nickname + " ", typed
         assert complete(typed, 1) is None
@@ -516,9 +517,9 @@ def test_line_editing_installs_the_completer() -> None:
     """Where readline exists, Tab calls the client's completer, and only a space ends a word."""
     readline = pytest.importorskip("readline")
     before, delimiters = readline.get_completer(), readline.get_completer_delims()
-    completer = client.Completer()
+    completer = screen.Completer()
     try:
-        client.enable_line_editing(completer.complete)
+        screen.enable_line_editing(completer.complete)
         assert readline.get_completer() == completer.complete
         assert readline.get_completer_delims() == " "
     finally:
@@ -529,8 +530,8 @@ def test_line_editing_installs_the_completer() -> None:
 def test_without_readline_the_client_still_reads_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     """Windows has no readline: line editing is skipped, and input() is read as before."""
     monkeypatch.setitem(sys.modules, "readline", None)  # `import readline` now raises ImportError
-    client.enable_line_editing(client.Completer().complete)
-    assert client.typed_so_far() == ""
+    screen.enable_line_editing(screen.Completer().complete)
+    assert screen.typed_so_far() == ""
     typed = iter(["alice"])
 
     def fake_input(prompt: str) -> str:
@@ -540,7 +541,7 @@ def test_without_readline_the_client_still_reads_lines(monkeypatch: pytest.Monke
             raise EOFError from None
 
     monkeypatch.setattr("builtins.input", fake_input)
-    completer = client.Completer()
+    completer = screen.Completer()
     assert list(client.keyboard_lines(io.StringIO(), True, lambda: "> ", completer.complete)) == ["alice"]
 
 
@@ -550,10 +551,10 @@ def test_without_readline_the_client_still_reads_lines(monkeypatch: pytest.Monke
 def test_screen_stamps_colours_and_redraws_the_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
     """An incoming line clears the prompt line, prints, and redraws the prompt and typed text."""
     out = io.StringIO()
-    screen = Screen(out, color=True, interactive=True)
-    screen.prompt = "> "
-    monkeypatch.setattr(client, "typed_so_far", lambda: "half-typ")
-    screen.message("bob", "hello")
+    shown = Screen(out, color=True, interactive=True)
+    shown.prompt = "> "
+    monkeypatch.setattr(screen, "typed_so_far", lambda: "half-typ")
+    shown.message("bob", "hello")
     text = out.getvalue()
     assert text.startswith("\r\x1b[K[")
     assert Screen.BOLD_CYAN + "bob" + Screen.RESET + ": hello\n> half-typ" in text
@@ -562,11 +563,11 @@ def test_screen_stamps_colours_and_redraws_the_prompt(monkeypatch: pytest.Monkey
 def test_screen_stamps_direct_messages_broadcasts_and_blocks() -> None:
     """A DM reads `[10:02] bob → you: hi`, a broadcast `→ all`; further lines of a block are indented."""
     out = io.StringIO()
-    screen = Screen(out, color=False, interactive=False)
-    screen.message("bob", "hi", to="you")
-    screen.message("bob", "hi all", to="all")
-    screen.message("bob", "hi partner")
-    screen.info("heading\nrow")
+    shown = Screen(out, color=False, interactive=False)
+    shown.message("bob", "hi", to="you")
+    shown.message("bob", "hi all", to="all")
+    shown.message("bob", "hi partner")
+    shown.info("heading\nrow")
     stamp = r"\[\d\d:\d\d\] "
     expected = [
         stamp + "bob → you: hi",
@@ -613,7 +614,7 @@ def test_keyboard_lines_from_a_pipe_and_from_input(monkeypatch: pytest.MonkeyPat
 
 def test_typed_so_far_is_text() -> None:
     """Outside an interactive readline session the typed text is a string (usually empty)."""
-    assert isinstance(client.typed_so_far(), str)
+    assert isinstance(screen.typed_so_far(), str)
 
 
 # -- End to end: python -m mechat chat ----------------------------------------------
@@ -674,7 +675,7 @@ def test_nick_option_end_to_end(server: ChatServer) -> None:
         bob.send("hi there", "/quit")
         out.expect(b"bob: hi there")
         out.expect(b"bob has left the chat.")
-        out.expect(client.OFFER.encode())  # standard input stays open: the client waits for an answer
+        out.expect(screen.OFFER.encode())  # standard input stays open: the client waits for an answer
         carol = waiting(server.port, "carol")
         chat.stdin.write(b"\n")
         chat.stdin.flush()

@@ -16,7 +16,8 @@ from typing import Dict, List, Optional, Tuple
 
 from wire import ScenarioError, running_server
 
-from mechat.client import ChatClient, Screen
+from mechat.client import ChatClient
+from mechat.screen import Screen
 from tests.peers import TIMEOUT
 
 
