@@ -66,7 +66,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Union
+from typing import Callable, Union
 
 from mechat import protocol
 from mechat.drain import Drainer
@@ -111,6 +111,12 @@ LINGER_POLL = 0.005
 #: Bytes a lingering connection reads, and throws away, per recv().
 LINGER_READ = 65536
 
+#: Octets of send queue at or below which a client counts as caught up: its
+#: handler reads on (Connection.wait_until_caught_up).  The size of one
+#: flush of a handler's own replies (server.REPLIES_PER_WRITE), so that a
+#: client's own traffic keeps its queue at two of these, well under the cap.
+CAUGHT_UP = 65536
+
 #: Linux's tcpi_state for a connection that is over (include/net/tcp_states.h).
 TCP_CLOSE = 7
 
@@ -136,7 +142,7 @@ class Connection(Chatter):
         self.send_timeout = send_timeout
         self.send_queue = send_queue  # the cap, in octets
         self._send_lock = threading.Lock()  # one writer at a time; guards the fields below
-        self._sent = threading.Condition(self._send_lock)  # notified when the queue empties
+        self._sent = threading.Condition(self._send_lock)  # notified as the queue shrinks, or ends
         self._unsent = bytearray()  # the send queue: owed, but not yet taken by the socket
         self._stalled_since = 0.0  # when the queue last moved, while it is not empty
         self._finishing = False  # close() has begun: nobody else writes any more
@@ -180,22 +186,31 @@ class Connection(Chatter):
             if sent:
                 del self._unsent[:sent]
                 self._stalled_since = time.monotonic()
-            if self._unsent:
-                return False
-            self._sent.notify_all()
-            return True
+            if len(self._unsent) <= CAUGHT_UP:
+                self._sent.notify_all()
+            return not self._unsent
 
-    def wait_until_sent(self, seconds: float) -> None:
-        """Wait, at most ``seconds``, until the socket has taken the whole send queue.
+    def wait_until_caught_up(self, seconds: float, still: Callable[[], bool]) -> None:
+        """Wait, at most ``seconds``, until the send queue is down to CAUGHT_UP, or ``still()`` is false.
 
         A handler calls this for its own client and its partner after each
         flush point, so that it reads no more from its client while they
         are behind: TCP's flow control, carried through the server.  The
-        wait holds no lock, so it delays only this handler.
+        wait holds no lock, so it delays only this handler.  ``still`` says
+        whether the wait still matters (the session is open, the partner
+        is still the partner); whoever makes it false calls hang_up() or
+        release_waiters(), which wake the wait to look again.
         """
-        if self._unsent:  # read without the lock: a stale answer only costs a wait or a pass
+        if len(self._unsent) > CAUGHT_UP:  # read without the lock: a stale answer costs one look
             with self._sent:
-                self._sent.wait_for(lambda: self._finishing or not self._unsent, seconds)
+                self._sent.wait_for(
+                    lambda: self._finishing or len(self._unsent) <= CAUGHT_UP or not still(), seconds
+                )
+
+    def release_waiters(self) -> None:
+        """Wake every handler waiting for this client to catch up, to check whether it still must."""
+        with self._sent:
+            self._sent.notify_all()
 
     def abandon(self) -> bool:
         """Give up on writing to this client: forget its send queue; return False if done before.
@@ -232,12 +247,13 @@ class Connection(Chatter):
             return self._closed or poll_for(self.sock, POLLRDHUP | POLLHUP | POLLERR, 0)
 
     def hang_up(self, how: int = socket.SHUT_RDWR) -> None:
-        """Shut the socket from another thread, which wakes its handler's recv()."""
+        """Shut the socket from another thread, which wakes its handler's recv() or its wait to catch up."""
         with self._life_lock:
             if not self._closed:
                 self._cut_off = self._cut_off or how != socket.SHUT_RD
                 with contextlib.suppress(OSError):  # already reset by the peer
                     self.sock.shutdown(how)
+        self.release_waiters()
 
     def close(self) -> None:
         """Close the socket once no other thread is writing to it, without losing the last line.
@@ -288,7 +304,10 @@ def send_now(sock: socket.socket, data: Union[bytes, bytearray]) -> int:
     MSG_DONTWAIT keeps each send() from blocking without a Python socket
     timeout (see send_within()).  Windows has no MSG_DONTWAIT: there a
     send() goes only when poll_for() reports room, a page at a time
-    (ROOMY_SEND), which a socket with room takes at once.
+    (ROOMY_SEND), which a socket with room takes at once in practice; but
+    room for one octet is all that select() promises, so there a send() to
+    a client that stops reading at that very moment can block, holding
+    the connection's send lock, as in send_within().
     """
     sent = 0
     with memoryview(data) as unsent:  # released before the caller resizes ``data``

@@ -47,8 +47,12 @@ log = logging.getLogger(__name__)
 #: What the drain thread calls when it gives up on a connection: the server drops it.
 Drop = Callable[["Connection", OSError], None]
 
+#: Whether the select module offers poll(); Windows has only select().
+HAVE_POLL = hasattr(select, "poll")
+
 #: The most sockets one select() may ask about on Windows (FD_SETSIZE is 512
-#: there, and one place is the wake-up socket); any more wait a pass.
+#: there, and one place is the wake-up socket).  Each pass starts one
+#: further along the watched connections, so any more wait their turn.
 SELECT_LIMIT = 500
 
 #: Seconds a pass waits at most, so that a stop is noticed even if no wake-up arrives.
@@ -76,6 +80,8 @@ class Drainer:
     def watch(self, connection: "Connection") -> None:
         """Have the thread write the rest of ``connection``'s send queue as its client reads."""
         with self._lock:
+            if self._stopping:
+                return  # a straggler after shutdown: its own close() writes the rest
             first = not self._arrivals
             self._arrivals.append(connection)
         if first:
@@ -100,22 +106,36 @@ class Drainer:
     def _run(self) -> None:
         """Wait for backed-up sockets to have room, write to them, drop the stuck ones."""
         watched: Set[Connection] = set()
+        passes = 0
         while True:
             with self._lock:
                 if self._stopping:
                     return
                 watched.update(self._arrivals)
                 self._arrivals.clear()
-            ready = writable(self._wake_reader, list(watched), self._next_deadline(watched))
-            with contextlib.suppress(BlockingIOError):
-                self._wake_reader.recv(4096)
-            for connection in ready:
-                if self._write(connection):
-                    watched.discard(connection)
-            now = time.monotonic()
-            for connection in [c for c in watched if c.stalled_for(now) > c.send_timeout]:
+            passes += 1
+            try:
+                self._pass(watched, passes)
+            except Exception:  # a bug here must not stop every queue from draining
+                log.exception("the drain thread's pass failed; going on")
+
+    def _pass(self, watched: Set["Connection"], number: int) -> None:
+        """Wait once for room, write where there is some, and drop the connections stuck too long."""
+        order = list(watched)
+        start = number % len(order) if order else 0
+        try:
+            ready = writable(self._wake_reader, order[start:] + order[:start], self._next_deadline(watched))
+        except OSError:  # Windows' select() refuses a socket closed meanwhile: try each once
+            ready = order
+        with contextlib.suppress(BlockingIOError):
+            self._wake_reader.recv(4096)
+        for connection in ready:
+            if self._write(connection):
                 watched.discard(connection)
-                self._drop(connection, SendTimeout("no progress in %.1f s" % connection.send_timeout))
+        now = time.monotonic()
+        for connection in [c for c in watched if c.stalled_for(now) > c.send_timeout]:
+            watched.discard(connection)
+            self._drop(connection, SendTimeout("no progress in %.1f s" % connection.send_timeout))
 
     def _write(self, connection: "Connection") -> bool:
         """Write what ``connection``'s socket takes now; return True once nothing is left to watch."""
@@ -150,7 +170,7 @@ def writable(wake: socket.socket, connections: List["Connection"], seconds: floa
             by_descriptor[descriptor] = connection
     if closed:
         seconds = 0
-    if not hasattr(select, "poll"):
+    if not HAVE_POLL:
         return closed + select_writable(wake, by_descriptor, seconds)
     poller = select.poll()
     poller.register(wake, select.POLLIN)
@@ -163,7 +183,7 @@ def writable(wake: socket.socket, connections: List["Connection"], seconds: floa
 def select_writable(
     wake: socket.socket, by_descriptor: Dict[int, "Connection"], seconds: Optional[float]
 ) -> List["Connection"]:
-    """Do what writable() does with select(), for Windows, at most SELECT_LIMIT sockets a pass."""
+    """Do what writable() does with select(), for Windows, for the first SELECT_LIMIT sockets."""
     descriptors = list(by_descriptor)[:SELECT_LIMIT]
     _, ready, failed = select.select([wake], descriptors, descriptors, seconds)
     return [by_descriptor[fd] for fd in set(ready) | set(failed)]

@@ -125,6 +125,8 @@ class Matchmaker:
         self._waiting: Deque[Chatter] = deque()  # FIFO, all in phase WAITING
         #: Every named chatter, by its nickname in lower case (§3.1).
         self._named: Dict[str, Chatter] = {}
+        #: The same names, lower case to as chosen, for /who to copy at C speed.
+        self._nicknames: Dict[str, str] = {}
         self._closed = False
 
     # -- Arriving and leaving ---------------------------------------------
@@ -265,13 +267,23 @@ class Matchmaker:
             return self._answer(chatter, Event.TIMEOUT)
 
     def who(self, chatter: Chatter, pattern: str) -> Step:
-        """Owe ``chatter`` the list of named clients whose nickname matches ``pattern`` (§5.4, §6.1)."""
-        matches = matcher(pattern)
+        """Owe ``chatter`` the list of named clients whose nickname matches ``pattern`` (§5.4, §6.1).
+
+        Matching, sorting and formatting 10,000 names takes milliseconds,
+        and every handler waits while the lock is held.  So the lock is held
+        only to copy the names (a dict copy, in C) and then to post the
+        list; the list is of the names held at the moment of the copy.
+        """
+        with self._changed:
+            names = list(self._nicknames.items())
+        if pattern != "*":
+            matches = matcher(pattern)
+            names = [(key, nickname) for key, nickname in names if matches(key)]
+        line = list_line(Notice.ONLINE, [nickname for _, nickname in names])
         with self._changed:
             if not self._move(chatter, Event.WHO):
                 return SESSION_OVER
-            names = [other.nickname for key, other in self._named.items() if matches(key)]
-            self._post(chatter, list_line(Notice.ONLINE, names))
+            self._post(chatter, line)
             return Step(chatter.phase, (chatter,))
 
     def direct(self, sender: Chatter, nickname: str, text: bytes) -> Step:
@@ -378,11 +390,14 @@ class Matchmaker:
         """Give ``chatter`` a nickname no other holds; call with the lock held."""
         chatter.nickname = nickname
         self._named[nickname.lower()] = chatter
+        self._nicknames[nickname.lower()] = nickname
 
     def _unname(self, chatter: Chatter) -> None:
         """Free the nickname of ``chatter``, if it holds one; call with the lock held."""
-        if self._named.get(chatter.nickname.lower()) is chatter:
-            del self._named[chatter.nickname.lower()]
+        key = chatter.nickname.lower()
+        if self._named.get(key) is chatter:
+            del self._named[key]
+            del self._nicknames[key]
 
     def _withdraw(self, chatter: Chatter) -> None:
         """Take a chatter out of the waiting queue if it is there; call with the lock held."""

@@ -277,7 +277,9 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def next_partner(self, parsed: Parsed) -> Step:
         """Leave the partner, as /quit would, and queue up for another (§5.7)."""
         log.info("%s (%s) sent /next", self.conn.address, self.conn.nickname)
-        return self.matchmaker.next_partner(self.conn)
+        step = self.matchmaker.next_partner(self.conn)
+        self.conn.release_waiters()  # the old partner's handler may wait for us to catch up
+        return step
 
     def who(self, parsed: Parsed) -> Step:
         """Answer with the named clients that match the pattern (§5.4)."""
@@ -319,6 +321,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         """Pass the batch on, write what is owed, and learn whether the session goes on."""
         self.pass_on()
         self.write_outboxes()
+        self.keep_pace()
         # Another thread may have closed the session: the partner left, the
         # server is stopping, or a write to us failed (§7.4, §9.4).  Once it
         # is closed, nothing more is read: a client that has been dropped
@@ -350,7 +353,6 @@ class ChatHandler(socketserver.BaseRequestHandler):
         """Write every outbox filled since the last flush point, then wake the sessions we ended."""
         while self.outboxes_to_write:
             self.deliver(self.outboxes_to_write.pop())
-        self.keep_pace()
         while self.sessions_to_wake:
             chatter = self.sessions_to_wake.pop()
             # Wake its handler, which closes it; not SHUT_RDWR, whose FIN makes
@@ -359,7 +361,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
             connection_of(chatter).hang_up(socket.SHUT_RD)
 
     def keep_pace(self) -> None:
-        """Wait until our client and its partner have taken what they are owed (§9.6).
+        """Wait until our client and its partner have caught up with what they are owed (§9.6).
 
         Writes never wait, but a handler that went on reading while its own
         client or its partner fell behind would fill their send queues
@@ -369,12 +371,16 @@ class ChatHandler(socketserver.BaseRequestHandler):
         were send queues.  Direct messages and broadcasts do not wait:
         one slow recipient among many must not hold up the sender.  A
         queue that does not move is dropped by the drain thread (§9.4),
-        which ends this wait.
+        which ends this wait, and so does the end of our session or of
+        the pair, whoever ends it.
         """
-        self.conn.wait_until_sent(self.limits.send_timeout)
-        partner = self.conn.partner
+        conn = self.conn
+        conn.wait_until_caught_up(self.limits.send_timeout, still=lambda: conn.phase is not CLOSED)
+        partner = conn.partner
         if partner is not None:
-            connection_of(partner).wait_until_sent(self.limits.send_timeout)
+            connection_of(partner).wait_until_caught_up(
+                self.limits.send_timeout, still=lambda: conn.partner is partner
+            )
 
     def deliver(self, chatter: Chatter) -> None:
         """Write what ``chatter`` is owed; disconnect it if it cannot take it (§9.4)."""

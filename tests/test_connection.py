@@ -15,7 +15,7 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
-from mechat import connection
+from mechat import connection, drain
 from mechat.connection import (
     POLLERR,
     POLLHUP,
@@ -261,6 +261,7 @@ def test_a_flush_never_waits_and_the_drain_thread_writes_the_rest_in_order(
     if platform == "Windows":
         monkeypatch.setattr(connection, "MSG_DONTWAIT", 0)
         monkeypatch.setattr(connection, "HAVE_POLL", False)
+        monkeypatch.setattr(drain, "HAVE_POLL", False)
     ours, theirs = tcp_pair
     matchmaker = Matchmaker()
     conn = Connection(ours, "test", drainer.drainer, send_timeout=TIMEOUT, send_queue=FLOOD * 2)
@@ -299,3 +300,44 @@ def test_the_drain_thread_drops_a_queue_that_does_not_move(tcp_pair: Pair, drain
         owe(matchmaker, conn, b"x" * 65536)
     dropped, error = drainer.dropped.get(timeout=TIMEOUT)
     assert dropped is conn and isinstance(error, SendTimeout)
+
+
+def test_select_takes_turns_when_more_sockets_are_behind_than_it_may_ask_about(
+    monkeypatch: pytest.MonkeyPatch, drainer: Drops
+) -> None:
+    """Windows: select() asks about SELECT_LIMIT sockets a pass, starting further on each, so all drain."""
+    monkeypatch.setattr(drain, "HAVE_POLL", False)
+    monkeypatch.setattr(drain, "SELECT_LIMIT", 2)
+    matchmaker = Matchmaker()
+    pairs = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        for _ in range(5):
+            theirs = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+            ours, _ = listener.accept()
+            pairs.append((ours, theirs))
+    try:
+        connections = [
+            Connection(ours, "test", drainer.drainer, send_timeout=TIMEOUT, send_queue=FLOOD)
+            for ours, _ in pairs
+        ]
+        for conn in connections:
+            while not conn.is_behind():
+                owe(matchmaker, conn, b"x" * 65536)
+        for conn, (_, theirs) in zip(connections, pairs):
+            while conn.is_behind():  # read until the drain thread has written it all
+                assert theirs.recv(1 << 20), "closed while behind"
+        assert drainer.dropped.empty()
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+
+
+def test_a_connection_handed_over_after_the_drain_thread_stopped_is_ignored(tcp_pair: Pair) -> None:
+    """A straggler's flush after shutdown neither fails nor restarts anything: its close() writes the rest."""
+    ours, _ = tcp_pair
+    stopped = Drainer(lambda conn, error: None)
+    stopped.stop()
+    conn = Connection(ours, "test", stopped, send_timeout=TIMEOUT, send_queue=FLOOD * 2)
+    while not conn.is_behind():
+        owe(Matchmaker(), conn, b"x" * 65536)

@@ -13,10 +13,12 @@ from typing import List
 import pytest
 
 from mechat import protocol
+from mechat.connection import CAUGHT_UP
+from mechat.server import connection_of
 from tests.background import in_background
 from tests.conftest import StartServer
 from tests.peers import TIMEOUT, Peer, pair, waiting
-from tests.test_hardening import DROP_DEADLINE, SmallSendBuffer
+from tests.test_hardening import DROP_DEADLINE, SmallSendBuffer, send_until_refused
 
 
 def test_two_clients_racing_for_one_name_never_both_get_it(start_server: StartServer) -> None:
@@ -143,3 +145,50 @@ def test_a_client_that_floods_but_reads_slowly_is_slowed_not_dropped(start_serve
     assert set(lines) == {b"#online_1 alice"}
     alice.send("/next")
     alice.expect("#wait")
+
+
+def test_next_closes_the_old_partner_even_while_the_sender_is_behind(start_server: StartServer) -> None:
+    """§5.7, §8: the old partner is closed at once, though the sender has a backlog of DMs unread.
+
+    alice reads nothing while carol's direct messages pile up in her send
+    queue, so her handler waits for her to catch up after each line it
+    reads.  The partner it ended must not wait with it.
+    """
+    server = start_server(SmallSendBuffer, send_queue=10_000_000, max_rate=0, send_timeout=60)
+    alice, bob = pair(server.port)
+    alice.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    _, carol = pair(server.port, "dave", "carol")
+    for number in range(150):  # 150 kB: past what alice's handler lets pile up before it waits
+        carol.send("/msg alice %d %s" % (number, "z" * 1000))
+        carol.expect("#sent_to_alice", timeout=DROP_DEADLINE)
+    alice.send("/next")
+    bob.expect("#user_quit", timeout=DROP_DEADLINE)
+    bob.expect_closed(DROP_DEADLINE)  # not after the 60 s send timeout
+    alice.reset()  # or the server's shutdown waits for her to read her backlog
+
+
+class WaitWatched(SmallSendBuffer):
+    """A handler that says when it is about to wait for a partner that is behind (§9.6)."""
+
+    partner_behind = threading.Event()
+
+    def keep_pace(self) -> None:
+        """Flag a partner past CAUGHT_UP, then wait as usual."""
+        partner = self.conn.partner
+        if partner is not None and len(connection_of(partner)._unsent) > CAUGHT_UP:
+            WaitWatched.partner_behind.set()
+        super().keep_pace()
+
+
+def test_next_frees_the_old_partners_handler_from_waiting_for_the_sender(start_server: StartServer) -> None:
+    """§5.7, §9.6: bob floods alice, who reads nothing, so his handler waits for her; /next ends the wait."""
+    WaitWatched.partner_behind.clear()
+    server = start_server(WaitWatched, send_queue=10_000_000, max_rate=0, send_timeout=60)
+    alice, bob = pair(server.port)
+    alice.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with in_background(lambda: send_until_refused(bob.sock, b"z" * 999 + b"\n", 1000), DROP_DEADLINE):
+        assert WaitWatched.partner_behind.wait(DROP_DEADLINE), "bob's handler never had to wait for alice"
+        alice.send("/next")
+        bob.expect("#user_quit", timeout=DROP_DEADLINE)
+        bob.expect_closed(DROP_DEADLINE)  # not after the 60 s send timeout
+    alice.reset()  # or the server's shutdown waits for her to read her backlog
