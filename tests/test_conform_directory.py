@@ -254,3 +254,23 @@ def test_a_cut_list_that_stops_early_is_named() -> None:
     assert list_problems(stopped_early, mine, only_mine=True) == [
         f"'{mine[10]}' matches, but it is not listed, though the line has room for it (§5.4, §6.1)"
     ]
+
+
+def test_a_protocol_1_server_is_told_which_commands_it_lacks() -> None:
+    """A server without protocol 2 is told "it may not have /who yet", never a false lead.
+
+    It answers each new command #invalid_command, one line at a time, so
+    the diagnosis must not blame its framing, even for two /all lines sent
+    in one write.
+    """
+    with serving() as port:
+        results = list(
+            runner.run_all(("127.0.0.1", port), conform.DEFAULT_TIMEOUT, registry.select(["directory"]))
+        )
+    diagnoses = {
+        result.check.id: result.exchange.diagnosis
+        for result in results
+        if result.exchange and not result.passed
+    }
+    for check_id in ("who-lists-asker", "msg-delivered", "all-delivered", "all-rate-limited", "next-in-chat"):
+        assert "may not have /" in diagnoses[check_id] and "recv()" not in diagnoses[check_id], check_id

@@ -173,10 +173,33 @@ def lines_taken_as_one(evidence: Evidence) -> str:
     refusals = [refusal for refusal in REFUSALS for reply in replies if reply.startswith(refusal)]
     if sent.count(LF) < 2 or not refusals:
         return ""
+    if sent.startswith(b"/") and refusals[0] == b"#invalid_command":
+        return ""  # a server that lacks the first command refuses it alone just the same
     refusal = refusals[0]
     return (
         f"your server answered {show(sent)}, {sent.count(LF)} lines in one write, with {refusal.decode()}:"
         " it may take each recv() as one message; cut lines at each LF instead (§2.1)"
+    )
+
+
+#: Protocol 2's commands, and the section of each, for a server that lacks one.
+PROTOCOL_2_COMMANDS = {b"/who": "§5.4", b"/msg": "§5.5", b"/all": "§5.6", b"/next": "§5.7"}
+
+
+def command_missing(evidence: Evidence) -> str:
+    """A protocol 2 command got #invalid_command where the spec has an answer: the server lacks it."""
+    return lacks_command(evidence.own_write, evidence.text)
+
+
+def lacks_command(write: bytes, reply: bytes) -> str:
+    """Say that a server lacks the protocol 2 command that starts ``write``, if ``reply`` refused it."""
+    first = write.split(LF, 1)[0]
+    verb = first.split(b" ", 1)[0]
+    if verb not in PROTOCOL_2_COMMANDS or reply != b"#invalid_command":
+        return ""
+    return (
+        f"your server answered {show(first)} with #invalid_command: it may not have {verb.decode()} yet"
+        f" (§5.3, {PROTOCOL_2_COMMANDS[verb]}); a server of protocol 1 passes --features core only"
     )
 
 
@@ -297,6 +320,7 @@ RULES: List[Rule] = [
     line_end_in_nickname,
     line_end_in_command,
     lines_taken_as_one,
+    command_missing,
     half_a_line,
     carriage_return,
     echo,

@@ -38,7 +38,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from mechat.conform.clients import MATCHED_TO, Client, Exchange, Failure, Session, show
 from mechat.conform.core import refused_once, still_chatting
-from mechat.conform.diagnose import CLOSED, USER_QUIT, WAIT, Reply, plural, wire
+from mechat.conform.diagnose import CLOSED, USER_QUIT, WAIT, Reply, lacks_command, plural, wire
 from mechat.conform.registry import Check, Stage, add, checker
 from mechat.protocol import COUNT_RE, MAX_LINE_OCTETS, MAX_NICKNAME_CHARS, SP, Notice
 
@@ -255,6 +255,8 @@ def expect_online(client: Client, mine: Sequence[str], only_mine: bool = True) -
     else:
         expected = f"{client.name} gets #online_N, N >= {len(mine)}, with {', '.join(mine)} unless cut"
     problems = list_problems(got, mine, only_mine)
+    if isinstance(got, bytes) and lacks_command(client.last_write, got):
+        problems = [lacks_command(client.last_write, got)]
     if (only_mine and got != listed(mine)) or problems:
         diagnosis = "; ".join(problems) or "it differs from the list the spec asks for (§5.4, §6.1)"
         raise Failure(Exchange(client.session.last_sent, expected, show(got, LIST_SHOWN), diagnosis))
