@@ -19,23 +19,41 @@ chooses what to run, in what order, and how to summarise it:
   the CPU other processes used during it (``foreign_frac``), and is redone
   once if that was high.
 
+Two more kinds of run share the file and the summary:
+
+* fan-out: the configs of ``bench/fanout.py`` (``all``, ``dm``,
+  ``nonreader``: protocol 2's ``/all`` and ``/msg``, and one client that
+  never reads).  The C load generator and the reference servers speak
+  protocol 1 only, so these run against mechat alone, through fanout.py, once
+  per placement after the configs above, and have a table of their own;
+* A/B: ``--ab BEFORE,AFTER`` runs mechat from two trees of the repository
+  (say two ``git worktree``s), alternating which goes first from one rep to
+  the next, so that both meet the same machine; the summary sets the two
+  side by side, sitting by sitting, apart from the tables above.
+
 Raw results are appended to ``bench/results.jsonl``, one JSON object per run
 (with the exact server and load generator argv); medians and ratios to
 ``ref-epoll`` go to ``bench/results.md``.  ``--summarize`` only rewrites the
-table from the JSONL file.
+tables from the JSONL file.
 
     python bench/run_matrix.py --reps 3
-    python bench/run_matrix.py --reps 1 --only pp100,sc5000 --placements pinned
+    python bench/run_matrix.py --reps 1 --only pp100,sc5000,dm --placements pinned
+    python bench/run_matrix.py --ab /tmp/ab-before,/tmp/ab-after --only pp100,fl100x64 \\
+        --placements pinned --reps 8
     python bench/run_matrix.py --summarize
 """
 
 import argparse
+import contextlib
+import glob
+import hashlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -54,8 +72,19 @@ CONFIGS: Dict[str, Tuple[str, int, int, int, int]] = {
     "sc5000": ("pingpong", 5000, 64, 5, 5),
 }
 REFERENCES = ["epoll", "asyncio", "threading"]
+
+#: bench/fanout.py and its configs, which only mechat can serve (protocol 2).
+FANOUT = os.path.join(HERE, "fanout.py")
+FANOUT_CONFIGS = ["all", "dm", "nonreader"]
+
+#: The two sides of an A/B comparison, in the order of ``--ab``.
+SIDES = ["before", "after"]
 PLACEMENTS = {"pinned": ("split", True), "unpinned": ("none", False)}
 FLOOD_WINDOW = 256  # lines in flight per connection, as in the kit's matrix
+
+#: CPUs that other processes may use during a run before it is redone
+#: (``--foreign-max``) and, in the A/B summary, counted as disturbed.
+BUSY_FOREIGN = 0.25
 
 Row = Dict[str, Any]
 
@@ -70,8 +99,14 @@ def kit_runner(build_dir: str) -> Any:
     return run
 
 
-def run_one(kit: Any, server: str, config: str, placement: str, options: argparse.Namespace) -> Row:
-    """Run one server in one config and placement; redo it once if the machine was busy."""
+def run_one(
+    kit: Any, server: str, config: str, placement: str, options: argparse.Namespace, tree: str = ""
+) -> Row:
+    """Run one server in one config and placement; redo it once if the machine was busy.
+
+    ``tree``, if given, is the repository whose mechat to run: the kit starts
+    the server in the current directory, where ``python -m`` looks first.
+    """
     mode, pairs, size, messages_python, messages_c = CONFIGS[config]
     pin, busy_poll = PLACEMENTS[placement]
     command = SERVER_COMMAND.format(python=sys.executable) if server == "mechat" else server
@@ -82,35 +117,107 @@ def run_one(kit: Any, server: str, config: str, placement: str, options: argpars
         busy_poll=busy_poll, label="%s/%s/%s" % (placement, config, server),
     )  # fmt: skip
     for attempt in (1, 2):
-        row: Row = kit.run_once(args)
-        row["attempt"] = attempt
+        load_average = [round(figure, 2) for figure in os.getloadavg()]
+        with working_directory(tree):
+            row: Row = kit.run_once(args)
+        row.update(attempt=attempt, load_average=load_average)
         if (row.get("foreign_frac") or 0) <= options.foreign_max:
             break
     row.update(config=config, srv=server, placement=placement)
     return row
 
 
-def run_matrix(options: argparse.Namespace) -> None:
-    """Run every (rep, placement, config, server), appending each result as it comes."""
-    kit = kit_runner(options.build_dir)
-    configs = options.only.split(",") if options.only else list(CONFIGS)
-    plan = [
-        (rep, placement, config, server)
+@contextlib.contextmanager
+def working_directory(path: str) -> Iterator[None]:
+    """Run the body in ``path`` ("": where we are), and come back."""
+    before = os.getcwd()
+    os.chdir(path or before)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def make_plan(options: argparse.Namespace, sides: List[str]) -> List[Tuple[int, str, str, str, str]]:
+    """Return every run as (rep, placement, config, server, A/B side or ""), rep-major.
+
+    A/B runs swap which side goes first every other rep, so that whatever
+    drifts on a shared machine during a sitting weighs on both alike.
+    """
+    order = sides or [""]
+    return [
+        (rep, placement, config, server, side)
         for rep in range(1, options.reps + 1)
         for placement in options.placements.split(",")
-        for config in configs
-        for server in options.servers.split(",")
+        for config in options.configs
+        if config in CONFIGS
+        for server in (["mechat"] if sides else options.servers.split(","))
+        for side in (order if rep % 2 else order[::-1])
     ]
+
+
+def run_matrix(options: argparse.Namespace) -> None:
+    """Run the plan, appending each result as it comes; then fanout.py's configs, if chosen."""
+    kit = kit_runner(options.build_dir)
+    trees = {side: tree_source(path) for side, path in zip(SIDES, options.ab or [])}
+    plan = make_plan(options, list(trees))
     started = time.monotonic()
     with open(options.jsonl, "a") as out:
-        for number, (rep, placement, config, server) in enumerate(plan, 1):
-            row = run_one(kit, server, config, placement, options)
-            row.update(rep=rep, tag=options.tag)
+        for number, (rep, placement, config, server, side) in enumerate(plan, 1):
+            row = run_one(kit, server, config, placement, options, trees[side]["ab_tree"] if side else "")
+            row.update(rep=rep, tag=options.tag, bench_argv=sys.argv)
+            if side:
+                row.update(trees[side], ab=side, label="%s/%s" % (row["label"], side))
             out.write(json.dumps(row, separators=(",", ":")) + "\n")
             out.flush()
             print(
                 "[%d/%d %4.0fs] %s" % (number, len(plan), time.monotonic() - started, brief(row)), flush=True
             )
+    fanout = [config for config in options.configs if config in FANOUT_CONFIGS]
+    if fanout and "mechat" in options.servers.split(","):
+        for placement in options.placements.split(","):
+            run_fanout(fanout, placement, options)
+
+
+def run_fanout(configs: List[str], placement: str, options: argparse.Namespace) -> None:
+    """Run fanout.py's configs against this tree's mechat in one placement; it appends its own rows."""
+    argv = [sys.executable, FANOUT, "--only", ",".join(configs), "--reps", str(options.reps)]
+    argv += ["--jsonl", options.jsonl] + (["--pin"] if placement == "pinned" else [])
+    print("[fan-out, %s] %s" % (placement, " ".join(argv)), flush=True)
+    status = subprocess.run(argv, cwd=ROOT).returncode
+    if status:
+        print("fanout.py exited with status %d: its table above says which run failed" % status, flush=True)
+
+
+def tree_source(tree: str) -> Row:
+    """Say which mechat a tree holds: its commit, whether mechat/ differs from it, a digest of the code.
+
+    The same fields as fanout.py's rows; the digest covers every
+    ``mechat/**/*.py`` on disk.  Fail unless ``python -m mechat`` started in
+    the tree would import the tree's own package.
+    """
+    tree = os.path.realpath(tree)
+    imported = subprocess.run(
+        [sys.executable, "-c", "import mechat; print(mechat.__file__)"],
+        cwd=tree, capture_output=True, text=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    if not os.path.realpath(imported).startswith(os.path.join(tree, "mechat", "")):
+        raise SystemExit("%s: python -m mechat would run %r, not this tree's mechat" % (tree, imported))
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(tree, "mechat", "**", "*.py"), recursive=True)):
+        with open(path, "rb") as source:
+            digest.update(os.path.relpath(path, tree).encode() + b"\0" + source.read())
+    status = git(tree, "status", "--porcelain", "--", "mechat")
+    return {
+        "ab_tree": tree, "commit": git(tree, "rev-parse", "--short", "HEAD"),
+        "tree": "working tree" if status else "clean", "source_sha256": digest.hexdigest()[:12],
+    }  # fmt: skip
+
+
+def git(tree: str, *args: str) -> str:
+    """Return what a read-only git command prints about ``tree``, without taking optional locks."""
+    command = ["git", "--no-optional-locks", "-C", tree, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip()
 
 
 def brief(row: Row) -> str:
@@ -162,10 +269,15 @@ METRICS: Dict[str, Metric] = {
 }
 
 
+def matrix_rows(rows: List[Row]) -> List[Row]:
+    """Return the rows of this script's own configs and servers: neither fan-out nor A/B runs."""
+    return [row for row in rows if row.get("config") in CONFIGS and "ab" not in row]
+
+
 def medians(rows: List[Row]) -> Dict[Tuple[str, str, str], Dict[str, Any]]:
     """Group runs by (placement, config, server) and take the median of each metric."""
     groups: Dict[Tuple[str, str, str], List[Row]] = {}
-    for row in rows:
+    for row in matrix_rows(rows):
         groups.setdefault((row["placement"], row["config"], row["srv"]), []).append(row)
     summary = {}
     for key, runs in groups.items():
@@ -294,25 +406,12 @@ def median_table(summary: Dict[Tuple[str, str, str], Dict[str, Any]], placement:
 
 
 def write_markdown(rows: List[Row], path: str) -> None:
-    """Write the targets table and the medians table for each placement."""
-    summary = medians(rows)
-    commands = sorted(
-        {
-            " ".join(r["server_argv"]).replace(str(r["port"]), "{port}")
-            for r in rows
-            if r.get("srv") == "mechat" and "server_argv" in r
-        }
-    )
-    reps = max((r.get("rep", 1) for r in rows), default=0)
-    out = [
-        "# mechat benchmark results",
-        "",
-        "Written by `bench/run_matrix.py` from `bench/results.jsonl` (%d runs, up to %d repetitions;"
-        " medians).  Ratios are to `ref-epoll` measured in the same sitting.  Load generator: the"
-        " shared kit's C `mechat-load` (`run.py`), flood window %d lines." % (len(rows), reps, FLOOD_WINDOW),
-        "",
-        "mechat server command (port substituted per run): " + "; ".join("`%s`" % c for c in commands),
-    ]
+    """Write the targets and medians tables for each placement, then the fan-out and A/B sections."""
+    own = matrix_rows(rows)
+    summary = medians(own)
+    fanout = [row for row in rows if row.get("config") in FANOUT_CONFIGS]
+    ab = [row for row in rows if "ab" in row]
+    out = heading(own, len(fanout), len(ab))
     for placement in PLACEMENTS:
         if not any(key[0] == placement for key in summary):
             continue
@@ -323,8 +422,302 @@ def write_markdown(rows: List[Row], path: str) -> None:
         out += target_table(summary, placement)
         out += ["", "### Medians, every server", ""]
         out += median_table(summary, placement)
+    out += fanout_section(fanout) + ab_sections(ab)
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
+
+
+def heading(own: List[Row], fanout_runs: int, ab_runs: int) -> List[str]:
+    """Return the title and what the file summarises: each kind of run, counted apart."""
+    mechat = [row for row in own if row.get("srv") == "mechat" and "server_argv" in row]
+    commands = {with_port(row, row["server_argv"]) for row in mechat}
+    reps = max((r.get("rep", 1) for r in own), default=0)
+    return [
+        "# mechat benchmark results",
+        "",
+        "Written by `bench/run_matrix.py` from `bench/results.jsonl` (%d runs of the C load generator, up"
+        " to %d repetitions; medians).  Ratios are to `ref-epoll` measured in the same sitting.  Load"
+        " generator: the shared kit's C `mechat-load` (`run.py`), flood window %d lines.  The file also"
+        " holds %d fan-out runs and %d A/B runs: each kind has its own section below, and neither is in"
+        " the tables of the placements." % (len(own), reps, FLOOD_WINDOW, fanout_runs, ab_runs),
+        "",
+        "mechat server command (port substituted per run): " + (quoted(commands) or "-"),
+    ]
+
+
+def spread(values: List[float], digits: int = 0) -> str:
+    """Format some runs' figures as "median [min–max]", or the one figure of a single run."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return number(values[0], digits)
+    shown = (number(v, digits) for v in (statistics.median(values), min(values), max(values)))
+    return "%s [%s–%s]" % tuple(shown)
+
+
+def median_of(values: List[float]) -> Optional[float]:
+    """Return the median, or None for no values."""
+    return statistics.median(values) if values else None
+
+
+def group_by(rows: List[Row], key: Callable[[Row], Tuple[str, ...]]) -> Dict[Tuple[str, ...], List[Row]]:
+    """Group rows by a key, the groups in the order of their first row."""
+    groups: Dict[Tuple[str, ...], List[Row]] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    return groups
+
+
+# -- Fan-out: fanout.py's rows ------------------------------------------------------------
+
+#: The flags fanout.py always gives the server; the table shows only the others.
+FANOUT_SERVER_FLAGS = "--max-rate 0 --all-rate 0"
+
+
+def fanout_key(row: Row) -> Tuple[str, ...]:
+    """Group fan-out runs by code, placement, server flags, config and variant."""
+    code = row.get("tag", "?") + (" + working tree" if row.get("tree") == "working tree" else "")
+    argv = row.get("argv") or []
+    flags = " ".join(argv[argv.index("serve") + 5 :] if "serve" in argv else argv)
+    flags = flags.replace(FANOUT_SERVER_FLAGS, "").strip() or "-"
+    return code, row["placement"], flags, row["config"], row.get("variant") or ""
+
+
+def fanout_section(rows: List[Row]) -> List[str]:
+    """Return the fan-out table and the non-reader's table, or nothing if there are no such runs."""
+    if not rows:
+        return []
+    out = [
+        "",
+        "## Fan-out (protocol 2): `bench/fanout.py`, mechat only",
+        "",
+        "`/all` to 1,000 clients, DMs between 1,000, and `/all` without and with one client that never"
+        " reads (bench/README.md says what each measures).  The C load generator and the reference"
+        " servers know neither `/all` nor `/msg`, so these run against mechat alone, with fanout.py's"
+        " Python load; `pinned` there is the server on CPU 0 and the load on CPU 1, with no busy-polling."
+        "  Code: the commit, `+ working tree` if mechat/ differed from it (then the number of distinct"
+        " mechat/ digests among the runs).  Server flags: beyond `%s`.  Latency from the command"
+        " queued to the line received; figures are medians, p99 with [min–max]." % FANOUT_SERVER_FLAGS,
+        "",
+        "| code | placement | server flags | config | variant | runs ok | lines/s | p50 ms | p99 ms |"
+        " max ms | intact | load CPU | server CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups = group_by(rows, fanout_key)
+    out += [fanout_row(key, runs) for key, runs in groups.items()]
+    return out + non_reader_table(groups)
+
+
+def fanout_row(key: Tuple[str, ...], runs: List[Row]) -> str:
+    """Return one group of fan-out runs as a row of the markdown table."""
+    code, placement, flags, config, variant = key
+    intact = all(not any(row["verify"].values()) for row in runs)
+    return "| %s | %s | %s | %s | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s |" % (
+        describe_code(code, runs), placement, flags, config, variant or "-",
+        sum(1 for row in runs if row["ok"]), len(runs), number(median_of([r["lines_per_s"] for r in runs])),
+        number(median_of(latencies_ms(runs, "p50")), 1), spread(latencies_ms(runs, "p99"), 1),
+        number(median_of(latencies_ms(runs, "max")), 1), "yes" if intact else "NO",
+        cpu_share(runs, "tester_cpu"), cpu_share(runs, "server_cpu"),
+    )  # fmt: skip
+
+
+def describe_code(code: str, runs: List[Row]) -> str:
+    """Say which mechat some runs measured: the commit, and how many versions of a working tree."""
+    digests = {row.get("source_sha256") for row in runs}
+    return code if len(digests) == 1 else "%s (%d versions)" % (code, len(digests))
+
+
+def latencies_ms(runs: List[Row], percentile: str) -> List[float]:
+    """Return one latency percentile of each fan-out run that has one, in ms."""
+    return [row["lat_us"][percentile] / 1000 for row in runs if row.get("lat_us")]
+
+
+def cpu_share(runs: List[Row], key: str) -> str:
+    """Return the runs' median share of one CPU as a percentage, '-' if none has one."""
+    share = median_of([row[key] for row in runs if row.get(key) is not None])
+    return "-" if share is None else "%.0f %%" % (share * 100)
+
+
+def non_reader_table(groups: Dict[Tuple[str, ...], List[Row]]) -> List[str]:
+    """Return the others' p99 without and with the non-reader, for each code, placement and flags."""
+    out = [
+        "",
+        "### One client that never reads, among 1,000: the others' p99",
+        "",
+        "| code | placement | server flags | runs without, with | p99 ms without | p99 ms with |"
+        " with / without | the non-reader |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (code, placement, flags, config, variant), stalled in groups.items():
+        baseline = groups.get((code, placement, flags, config, "baseline"))
+        if config != "nonreader" or variant != "non-reader" or not baseline:
+            continue
+        without, with_it = latencies_ms(baseline, "p99"), latencies_ms(stalled, "p99")
+        ratio = "%.2f×" % (median_of(with_it) / median_of(without)) if without and with_it else "-"
+        out.append("| %s | %s | %s | %d, %d | %s | %s | %s | %s |" % (
+            describe_code(code, baseline + stalled), placement, flags, len(baseline), len(stalled),
+            spread(without, 1), spread(with_it, 1), ratio, non_reader_fate(stalled),
+        ))  # fmt: skip
+    return out if len(out) > 5 else []
+
+
+def non_reader_fate(runs: List[Row]) -> str:
+    """Say what the server did with the non-reader in each run: kept it, or dropped it and when."""
+    fates: Dict[str, int] = {}
+    for row in runs:
+        fate = row.get("non_reader") or {}
+        state, received = str(fate.get("state", "unknown")), number(fate.get("received"))
+        if state.startswith("kept"):
+            said = "kept, got all %s lines" % received
+        else:
+            said = "%s after %s of %s lines" % (state, received, number(fate.get("owed")))
+        fates[said] = fates.get(said, 0) + 1
+    return "; ".join("%s (%d of %d runs)" % (said, count, len(runs)) for said, count in fates.items())
+
+
+# -- A/B: mechat from two trees, in one sitting ----------------------------------------------
+
+#: The A/B figures of each mode, as (label, metric, least after / before).  The
+#: rule of the issue: throughput may not fall by more than 10 %.  p99 is shown
+#: beside it, not judged (None).
+AB_FIGURES: Dict[str, List[Tuple[str, str, Optional[float]]]] = {
+    "pingpong": [("round trips/s", "throughput", 0.9), ("p99 µs", "p99_us", None)],
+    "flood": [("lines/s", "throughput", 0.9)],
+}
+
+
+def ab_sections(rows: List[Row]) -> List[str]:
+    """Return a section for each A/B sitting, then one for each pair of versions met in several."""
+    out = []
+    sittings = group_by(rows, lambda row: (row["tag"],))
+    for (tag,), runs in sittings.items():
+        out += ab_heading(tag, runs) + ab_table(runs)
+    versions: Dict[Tuple[str, ...], List[str]] = {}
+    for (tag,), runs in sittings.items():
+        versions.setdefault(tuple(version(runs, side) for side in SIDES), []).append(tag)
+    for (before, after), tags in versions.items():
+        if len(tags) > 1:
+            out += [
+                "",
+                "## A/B, all %d sittings of %s against %s together" % (len(tags), after, before),
+                "",
+                "Sittings %s, pooled.  Each ran both sides alike, but this machine's speed drifts from"
+                " one sitting to the next, so the medians of the pool depend on how many runs each"
+                " sitting gave; the per-rep ratios, each of two runs back to back, do not."
+                % ", ".join("`%s`" % tag for tag in tags),
+                "",
+            ]
+            out += ab_table([row for tag in tags for row in sittings[(tag,)]])
+    return out
+
+
+def version(runs: List[Row], side: str) -> str:
+    """Say which mechat one side of a sitting ran: its commit and the digest of its mechat/."""
+    row = next((row for row in runs if row["ab"] == side), {})
+    return "%s (mechat/ sha256 %s)" % (row.get("commit"), row.get("source_sha256"))
+
+
+def ab_heading(tag: str, runs: List[Row]) -> List[str]:
+    """Say what one sitting compared and how: the trees, the placement, the load, the commands."""
+    first = {row["ab"]: row for row in reversed(runs)}
+    trees = "; ".join(
+        "%s: `%s` at %s (%s, mechat/ sha256 %s)"
+        % (side, row["ab_tree"], row["commit"], row["tree"], row["source_sha256"])
+        for side, row in sorted(first.items(), key=lambda item: SIDES.index(item[0]))
+    )
+    commits = [first[side]["commit"] if side in first else "-" for side in SIDES]
+    placements = ", ".join(sorted({row["placement"] for row in runs}))
+    return [
+        "",
+        "## A/B, sitting `%s`: %s against %s, %s" % (tag, commits[1], commits[0], placements),
+        "",
+        "%s.  Each rep runs both sides back to back, the first side alternating from one rep to the"
+        " next.  The sitting's tag is its start time (`%%Y%%m%%dT%%H%%M`, UTC) unless given." % trees,
+        "",
+        ab_load(runs),
+        "",
+        "Commands: %s; the server, started in each tree's root so that `python -m` runs that tree's"
+        " mechat: %s; the load generator: %s."
+        % (quoted({"python " + " ".join(r.get("bench_argv") or []) for r in runs}),
+           quoted({with_port(r, r["server_argv"]) for r in runs}),
+           quoted({with_port(r, r["loadgen_argv"]) for r in runs if "loadgen_argv" in r})),
+        "",
+    ]  # fmt: skip
+
+
+def ab_load(runs: List[Row]) -> str:
+    """Say how busy the machine was with others' work during a sitting."""
+    foreign = [row["foreign_frac"] for row in runs if row.get("foreign_frac") is not None]
+    load_average = [row["load_average"][0] for row in runs if row.get("load_average")]
+    quiet = sum(1 for row in runs if (row.get("quiet_wait") or {}).get("reached"))
+    redone = sum(1 for row in runs if row.get("attempt", 1) > 1)
+    busy = sum(1 for share in foreign if share > BUSY_FOREIGN)
+    return (
+        "Load from others: the CPU other processes used during each run (`foreign_frac`, in CPUs) %s;"
+        " the 1-minute load average as each run began %s (it counts this benchmark's own threads"
+        " too); %d of %d runs found the machine idle before starting; %d were redone because others"
+        " took more than %g CPU; runs in the figures with others still above that: %d."
+        % (spread(foreign, 2), spread(load_average, 2), quiet, len(runs), redone, BUSY_FOREIGN, busy)
+    )
+
+
+def with_port(row: Row, argv: List[str]) -> str:
+    """Return a command line with its run's port shown as ``{port}``."""
+    return " ".join(argv).replace(str(row["port"]), "{port}")
+
+
+def quoted(commands: Any) -> str:
+    """Return some command lines as inline code, sorted, separated by semicolons."""
+    return "; ".join("`%s`" % command for command in sorted(commands))
+
+
+def ab_table(runs: List[Row]) -> List[str]:
+    """Return each placement and config's figures before and after, and how they compare."""
+    out = [
+        "| placement | config | figure | before | after | after / before | bound | verdict | per rep:"
+        " after / before | runs ok, before / after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (placement, config), rows in sorted(
+        group_by(runs, lambda row: (row["placement"], row["config"])).items(),
+        key=lambda item: (list(PLACEMENTS).index(item[0][0]), list(CONFIGS).index(item[0][1])),
+    ):
+        sides = [[row for row in rows if row["ab"] == side] for side in SIDES]
+        out += [ab_row(placement, config, sides, *figure) for figure in AB_FIGURES[CONFIGS[config][0]]]
+    return out
+
+
+def ab_row(
+    placement: str, config: str, sides: List[List[Row]], label: str, metric: str, bound: Optional[float]
+) -> str:
+    """Return one figure before and after: median [min–max] of each side, the ratio, the verdict.
+
+    The ratio is of the two medians.  "Per rep" pairs the two runs of each
+    rep, which ran back to back, and gives the median of their ratios and in
+    how many reps after's figure was the higher.
+    """
+    before, after = ([v for v in map(METRICS[metric], rows) if v is not None] for rows in sides)
+    ratio = median_of(after) / median_of(before) if before and after else None  # type: ignore[operator]
+    verdict = "-" if bound is None or ratio is None else "met" if ratio >= bound else "missed"
+    paired = paired_ratios(sides, METRICS[metric])
+    return "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        placement, config, label, spread(before), spread(after), "-" if ratio is None else "%.3f×" % ratio,
+        "-" if bound is None else "≥ %g×" % bound, verdict,
+        "%.3f×, higher in %d of %d" % (statistics.median(paired), sum(r > 1 for r in paired), len(paired))
+        if paired else "-",
+        " / ".join("%d/%d" % (sum(1 for r in rows if r.get("ok")), len(rows)) for rows in sides),
+    )  # fmt: skip
+
+
+def paired_ratios(sides: List[List[Row]], metric: Metric) -> List[float]:
+    """Return after / before of a figure for each rep that has both sides."""
+    before = {(row["tag"], row["rep"]): metric(row) for row in sides[0]}
+    ratios = []
+    for row in sides[1]:
+        mine, theirs = metric(row), before.get((row["tag"], row["rep"]))
+        if mine is not None and theirs:
+            ratios.append(mine / theirs)
+    return ratios
 
 
 def read_rows(path: str) -> List[Row]:
@@ -333,21 +726,26 @@ def read_rows(path: str) -> List[Row]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def main() -> None:
-    """Parse the command line; run the matrix and/or rewrite the summary."""
+def parse_options() -> argparse.Namespace:
+    """Parse and check the command line."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--only", default="", help="comma list of configs (default: all)")
+    parser.add_argument(
+        "--only", default="", help="comma list of configs (default: all; with --ab, all but fanout.py's)"
+    )
     parser.add_argument("--servers", default="mechat," + ",".join(REFERENCES))
     parser.add_argument("--placements", default="pinned,unpinned")
+    parser.add_argument(
+        "--ab", metavar="BEFORE,AFTER", help="run mechat from these two trees instead of the servers"
+    )
     parser.add_argument("--timeout", type=float, default=60, help="load generator timeout per run, s")
     parser.add_argument(
         "--quiet-wait", type=float, default=20, help="max wait for an idle machine per run, s"
     )
     parser.add_argument(
-        "--foreign-max", type=float, default=0.25, help="redo a run once above this foreign CPU"
+        "--foreign-max", type=float, default=BUSY_FOREIGN, help="redo a run once above this foreign CPU"
     )
     parser.add_argument("--tag", default=time.strftime("%Y%m%dT%H%M"))
     parser.add_argument("--jsonl", default=os.path.join(HERE, "results.jsonl"))
@@ -355,6 +753,21 @@ def main() -> None:
     parser.add_argument("--build-dir", default=os.path.join(HERE, "build"))
     parser.add_argument("--summarize", action="store_true", help="only rewrite the markdown")
     options = parser.parse_args()
+    if options.ab is not None:
+        options.ab = options.ab.split(",")
+        if len(options.ab) != 2 or not all(os.path.isdir(tree) for tree in options.ab):
+            parser.error("--ab needs two directories, BEFORE,AFTER")
+    known = list(CONFIGS) + ([] if options.ab else FANOUT_CONFIGS)
+    options.configs = options.only.split(",") if options.only else known
+    unknown = set(options.configs) - set(known)
+    if unknown:
+        parser.error("unknown config %s; the configs are %s" % (", ".join(sorted(unknown)), ", ".join(known)))
+    return options
+
+
+def main() -> None:
+    """Parse the command line; run the matrix and/or rewrite the summary."""
+    options = parse_options()
     if not options.summarize:
         run_matrix(options)
     write_markdown(read_rows(options.jsonl), options.markdown)
