@@ -144,6 +144,7 @@ class Connection(Chatter):
         self._send_lock = threading.Lock()  # one writer at a time; guards the fields below
         self._sent = threading.Condition(self._send_lock)  # notified as the queue shrinks, or ends
         self._unsent = bytearray()  # the send queue: owed, but not yet taken by the socket
+        self.queued = 0  # len(self._unsent), kept with it under the send lock (see Chatter.queued)
         self._stalled_since = 0.0  # when the queue last moved, while it is not empty
         self._finishing = False  # close() has begun: nobody else writes any more
         self._life_lock = threading.Lock()  # close() versus hang_up()
@@ -162,14 +163,16 @@ class Connection(Chatter):
             lines = matchmaker.take_outbox(self)
             if self._finishing or not lines:
                 return
-            if len(self._unsent) > self.send_queue:
+            if self.queued > self.send_queue:
                 raise SendQueueFull("over %d octets behind" % self.send_queue)
             if self._unsent:  # behind already: new lines go after the queue, for the drain thread
                 self._unsent += lines
+                self.queued = len(self._unsent)
                 return
             sent = send_now(self.sock, lines)
             if sent < len(lines):  # rare: the client's window is full
                 self._unsent += memoryview(lines)[sent:]
+                self.queued = len(self._unsent)
                 self._stalled_since = time.monotonic()
                 self.drainer.watch(self)
 
@@ -185,6 +188,7 @@ class Connection(Chatter):
             sent = send_now(self.sock, self._unsent)
             if sent:
                 del self._unsent[:sent]
+                self.queued = len(self._unsent)
                 self._stalled_since = time.monotonic()
             if len(self._unsent) <= CAUGHT_UP:
                 self._sent.notify_all()
@@ -193,19 +197,17 @@ class Connection(Chatter):
     def wait_until_caught_up(self, seconds: float, still: Callable[[], bool]) -> None:
         """Wait, at most ``seconds``, until the send queue is down to CAUGHT_UP, or ``still()`` is false.
 
-        A handler calls this for its own client and its partner after each
-        flush point, so that it reads no more from its client while they
-        are behind: TCP's flow control, carried through the server.  The
+        A handler calls this after a flush point for its own client, or its
+        partner, when ``queued`` says it is more than CAUGHT_UP behind, so
+        that it reads no more from its client while they are behind: TCP's
+        flow control, carried through the server.  The
         wait holds no lock, so it delays only this handler.  ``still`` says
         whether the wait still matters (the session is open, the partner
         is still the partner); whoever makes it false calls hang_up() or
         release_waiters(), which wake the wait to look again.
         """
-        if len(self._unsent) > CAUGHT_UP:  # read without the lock: a stale answer costs one look
-            with self._sent:
-                self._sent.wait_for(
-                    lambda: self._finishing or len(self._unsent) <= CAUGHT_UP or not still(), seconds
-                )
+        with self._sent:
+            self._sent.wait_for(lambda: self._finishing or self.queued <= CAUGHT_UP or not still(), seconds)
 
     def release_waiters(self) -> None:
         """Wake every handler waiting for this client to catch up, to check whether it still must."""
@@ -222,6 +224,7 @@ class Connection(Chatter):
             first = not self._finishing
             self._finishing = True
             self._unsent.clear()
+            self.queued = 0
             self._sent.notify_all()
             return first
 
@@ -272,6 +275,7 @@ class Connection(Chatter):
             except OSError as error:
                 log.debug("%s: %d octets not written at close: %s", self.address, len(rest), error)
         self._unsent.clear()  # only now: is_behind() stays true while the rest is written
+        self.queued = 0
         with self._life_lock:
             self._closed = True  # from now on no other thread shuts it or polls it
         if not self._cut_off:  # a client cut off will acknowledge nothing more
@@ -309,7 +313,15 @@ def send_now(sock: socket.socket, data: Union[bytes, bytearray]) -> int:
     a client that stops reading at that very moment can block, holding
     the connection's send lock, as in send_within().
     """
-    sent = 0
+    if MSG_DONTWAIT:  # the usual case, in one call: the socket has room for all of it
+        try:
+            sent = sock.send(data, MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+        if sent == len(data):
+            return sent
+    else:
+        sent = 0
     with memoryview(data) as unsent:  # released before the caller resizes ``data``
         while sent < len(unsent):
             if MSG_DONTWAIT:

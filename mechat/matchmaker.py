@@ -83,6 +83,10 @@ class Chatter:
         self.outbox: Deque[bytes] = deque()
         #: Octets in the outbox, so that a handler knows when to write it out early.
         self.owed = 0
+        #: Octets written to the outbox but not yet taken by the socket: the
+        #: server's connection keeps it (its send queue, §9.6), under its own
+        #: lock; others read it without one, as a hint.
+        self.queued = 0
 
     def hung_up(self) -> bool:
         """Tell whether the client has already closed or reset; the server knows how."""

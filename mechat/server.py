@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from mechat import protocol
-from mechat.connection import POLLIN, Connection, poll_for
+from mechat.connection import CAUGHT_UP, POLLIN, Connection, poll_for
 from mechat.drain import Drainer
 from mechat.flood import TokenBucket
 from mechat.matchmaker import Chatter, Matchmaker, Step
@@ -375,9 +375,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
         the pair, whoever ends it.
         """
         conn = self.conn
-        conn.wait_until_caught_up(self.limits.send_timeout, still=lambda: conn.phase is not CLOSED)
+        if conn.queued > CAUGHT_UP:  # read without a lock: the wait looks again under it
+            conn.wait_until_caught_up(self.limits.send_timeout, still=lambda: conn.phase is not CLOSED)
         partner = conn.partner
-        if partner is not None:
+        if partner is not None and partner.queued > CAUGHT_UP:
             connection_of(partner).wait_until_caught_up(
                 self.limits.send_timeout, still=lambda: conn.partner is partner
             )
