@@ -407,11 +407,18 @@ def median_table(summary: Dict[Tuple[str, str, str], Dict[str, Any]], placement:
 
 def write_markdown(rows: List[Row], path: str) -> None:
     """Write the targets and medians tables for each placement, then the fan-out and A/B sections."""
-    own = matrix_rows(rows)
+    every_sitting = matrix_rows(rows)
+    tags = sittings(every_sitting)
+    own = latest_sitting(rows)
     summary = medians(own)
     fanout = [row for row in rows if row.get("config") in FANOUT_CONFIGS]
     ab = [row for row in rows if "ab" in row]
     out = heading(own, len(fanout), len(ab))
+    out += [
+        "",
+        "Sitting `%s`; %d earlier sittings are in the JSONL file and in the last section."
+        % (tags[-1] if tags else "-", max(0, len(tags) - 1)),
+    ]
     for placement in PLACEMENTS:
         if not any(key[0] == placement for key in summary):
             continue
@@ -422,9 +429,50 @@ def write_markdown(rows: List[Row], path: str) -> None:
         out += target_table(summary, placement)
         out += ["", "### Medians, every server", ""]
         out += median_table(summary, placement)
-    out += fanout_section(fanout) + ab_sections(ab)
+    out += fanout_section(fanout) + ab_sections(ab) + across_sittings(every_sitting, tags)
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
+
+
+def latest_sitting(rows: List[Row]) -> List[Row]:
+    """Return the matrix runs of the latest sitting: the figures of the code as it is now."""
+    own = matrix_rows(rows)
+    tags = sittings(own)
+    return [row for row in own if row.get("tag") == tags[-1]] if tags else []
+
+
+def sittings(rows: List[Row]) -> List[str]:
+    """Return the tags of the sittings that ``rows`` come from, oldest first."""
+    return list(dict.fromkeys(str(row.get("tag", "")) for row in rows))
+
+
+def across_sittings(rows: List[Row], tags: List[str]) -> List[str]:
+    """Return mechat's medians in every sitting side by side, so a new commit is read against the last."""
+    if len(tags) < 2:
+        return []
+    mechat = [row for row in rows if row.get("srv") == "mechat"]
+    cells = {tag: medians([row for row in mechat if row.get("tag") == tag]) for tag in tags}
+    out = [
+        "",
+        "## mechat in every sitting",
+        "",
+        "Throughput (round trips/s, or lines/s for floods), then p99 µs, median of each sitting.  Sittings"
+        " are on different days and machine states: compare the ratios to ref-epoll in the tables above"
+        " before these absolute figures.",
+        "",
+        "| placement | config | " + " | ".join("`%s`" % tag for tag in tags) + " |",
+        "|---|---|" + "---|" * len(tags),
+    ]
+    for placement in PLACEMENTS:
+        for config in CONFIGS:
+            figures = []
+            for tag in tags:
+                cell = cells[tag].get((placement, config, "mechat"))
+                figures.append(
+                    "-" if cell is None else "%s; %s" % (number(cell["throughput"]), number(cell["p99_us"]))
+                )
+            out.append("| %s | %s | %s |" % (placement, config, " | ".join(figures)))
+    return out
 
 
 def heading(own: List[Row], fanout_runs: int, ab_runs: int) -> List[str]:

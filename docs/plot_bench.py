@@ -1,9 +1,9 @@
 """Draw the benchmark results for docs/performance.rst (run by Sphinx's plot directive).
 
 Reads ``bench/results.jsonl`` (committed raw data) through the same
-median code as ``bench/run_matrix.py``, and draws, for each placement, every
-server's throughput as a fraction of ``ref-epoll``'s in the same sitting,
-with issue 6's target for mechat marked on each config.
+median code as ``bench/run_matrix.py``, and draws, from its latest sitting,
+for each placement, every server's throughput as a fraction of
+``ref-epoll``'s, with issue 6's target for mechat marked on each config.
 
 Standalone: ``python docs/plot_bench.py [out.png]``.
 """
@@ -37,7 +37,7 @@ RESULTS = os.path.join(HERE, "..", "bench", "results.jsonl")
 
 def draw(path=RESULTS):
     """Return a figure with one panel per placement."""
-    summary = run_matrix.medians(run_matrix.read_rows(path))
+    summary = run_matrix.medians(run_matrix.latest_sitting(run_matrix.read_rows(path)))
     configs = list(run_matrix.CONFIGS)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     width = 0.8 / len(SERVERS)
