@@ -51,12 +51,17 @@ Drop = Callable[["Connection", OSError], None]
 HAVE_POLL = hasattr(select, "poll")
 
 #: The most sockets one select() may ask about on Windows (FD_SETSIZE is 512
-#: there, and one place is the wake-up socket).  Each pass starts one
-#: further along the watched connections, so any more wait their turn.
+#: there, and one place is the wake-up socket).  Each pass then starts
+#: SELECT_LIMIT further along the watched connections and waits at most
+#: TURN_PASS, so any more soon get their turn.
 SELECT_LIMIT = 500
 
 #: Seconds a pass waits at most, so that a stop is noticed even if no wake-up arrives.
 IDLE_PASS = 1.0
+
+#: Seconds a select() pass waits at most while more sockets are behind than
+#: it may ask about, so that the next ones get their turn soon.
+TURN_PASS = 0.05
 
 
 class SendTimeout(OSError):
@@ -122,9 +127,13 @@ class Drainer:
     def _pass(self, watched: Set["Connection"], number: int) -> None:
         """Wait once for room, write where there is some, and drop the connections stuck too long."""
         order = list(watched)
-        start = number % len(order) if order else 0
+        seconds = self._next_deadline(watched)
+        start = 0
+        if not HAVE_POLL and len(order) > SELECT_LIMIT:  # select() asks about SELECT_LIMIT at a time
+            start = number * SELECT_LIMIT % len(order)
+            seconds = min(seconds, TURN_PASS)
         try:
-            ready = writable(self._wake_reader, order[start:] + order[:start], self._next_deadline(watched))
+            ready = writable(self._wake_reader, order[start:] + order[:start], seconds)
         except OSError:  # Windows' select() refuses a socket closed meanwhile: try each once
             ready = order
         with contextlib.suppress(BlockingIOError):

@@ -302,6 +302,10 @@ def test_the_drain_thread_drops_a_queue_that_does_not_move(tcp_pair: Pair, drain
     assert dropped is conn and isinstance(error, SendTimeout)
 
 
+#: Seconds a read waits for the drain thread's turn to come: a hang detector only.
+TURNS_DEADLINE = 30.0
+
+
 def test_select_takes_turns_when_more_sockets_are_behind_than_it_may_ask_about(
     monkeypatch: pytest.MonkeyPatch, drainer: Drops
 ) -> None:
@@ -312,7 +316,7 @@ def test_select_takes_turns_when_more_sockets_are_behind_than_it_may_ask_about(
     pairs = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
         for _ in range(5):
-            theirs = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+            theirs = socket.create_connection(listener.getsockname(), timeout=TURNS_DEADLINE)
             ours, _ = listener.accept()
             pairs.append((ours, theirs))
     try:
