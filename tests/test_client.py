@@ -111,6 +111,24 @@ def session(port: int, nickname: Optional[str] = None, offer_new_partner: bool =
     return Session(client.connect("127.0.0.1", port), nickname, reconnect)
 
 
+def alice_meets(port: int) -> Tuple[Session, Peer]:
+    """Start bob waiting, then a client as alice, and see both told of the pair (§7.1)."""
+    bob = waiting(port, "bob")
+    alice = session(port, "alice")
+    alice.screen.expect("You are now chatting with bob")
+    bob.expect("#matched_to_alice")
+    return alice, bob
+
+
+def bob_meets(port: int, alice: Session) -> Peer:
+    """Connect bob to alice's client, which waits, and see both told of the pair (§7.1)."""
+    bob = Peer(port)
+    bob.send("bob")
+    bob.expect("#matched_to_alice")
+    alice.screen.expect("You are now chatting with bob")
+    return bob
+
+
 def scripted(nickname: str) -> Tuple[Session, socket.socket]:
     """Start a client whose server is the test: return it and the server's end of its connection."""
     ours, theirs = socket.socketpair()
@@ -133,10 +151,7 @@ def test_client_without_a_way_to_reconnect_ends_when_the_partner_quits(server: C
 
 def test_client_offers_a_new_partner_when_the_partner_quits(server: ChatServer) -> None:
     """After #user_quit the client offers a new partner instead of exiting; Ctrl-D then exits 0."""
-    bob = waiting(server.port, "bob")
-    alice = session(server.port, "alice")
-    alice.screen.expect("You are now chatting with bob")
-    bob.expect("#matched_to_alice")
+    alice, bob = alice_meets(server.port)
     bob.send("bye", "/quit")
     alice.screen.expect("bob: bye", "bob has left the chat.", screen.OFFER)
     alice.keyboard.type(None)
@@ -149,10 +164,7 @@ def test_client_asks_again_after_an_invalid_nickname(server: ChatServer) -> None
     alice = session(server.port)
     alice.keyboard.type("bad nick", "/nickname x", "alice")
     alice.screen.expect("That nickname is not allowed", "only command is /quit", "Waiting for a partner")
-    bob = Peer(server.port)
-    bob.send("bob")
-    bob.expect("#matched_to_alice")
-    alice.screen.expect("You are now chatting with bob")
+    bob = bob_meets(server.port, alice)
     alice.keyboard.type("/quit")
     bob.expect("#user_quit")
     assert alice.exit_status() == 0
@@ -223,10 +235,7 @@ def test_server_closing_without_notice_is_reported() -> None:
 
 def test_enter_after_the_partner_left_finds_a_new_partner_with_the_same_nickname(server: ChatServer) -> None:
     """Enter at the offer reconnects with the same nickname; other lines are not sent and the offer stands."""
-    bob = waiting(server.port, "bob")
-    alice = session(server.port, "alice")
-    alice.screen.expect("You are now chatting with bob")
-    bob.expect("#matched_to_alice")
+    alice, bob = alice_meets(server.port)
     bob.send("/quit")
     alice.screen.expect("bob has left the chat.", screen.OFFER)
     alice.keyboard.type("are you still there?")
@@ -246,10 +255,7 @@ def test_enter_after_the_partner_left_finds_a_new_partner_with_the_same_nickname
 
 def test_a_nickname_taken_while_away_is_said_in_a_sentence_and_another_asked(server: ChatServer) -> None:
     """§3.1: reconnecting as a nickname someone took meanwhile (in any case) asks for another one."""
-    bob = waiting(server.port, "bob")
-    alice = session(server.port, "alice")
-    alice.screen.expect("You are now chatting with bob")
-    bob.expect("#matched_to_alice")
+    alice, bob = alice_meets(server.port)
     bob.send("/quit")
     alice.screen.expect("bob has left the chat.", screen.OFFER)
     taker = waiting(server.port, "ALICE")  # the closed session's name was free at once (§3.1)
@@ -282,10 +288,7 @@ def test_a_server_gone_at_the_offer_is_reported_with_a_nonzero_status(server: Ch
 
 def test_next_leaves_the_partner_and_finds_a_new_one(server: ChatServer) -> None:
     """§5.7: /next says it left the partner; the partner gets #user_quit; lines then go to the new partner."""
-    bob = waiting(server.port, "bob")
-    alice = session(server.port, "alice")
-    alice.screen.expect("You are now chatting with bob")
-    bob.expect("#matched_to_alice")
+    alice, bob = alice_meets(server.port)
     carol = waiting(server.port, "carol")
     alice.keyboard.type("/next", "for whoever is next")
     alice.screen.expect("You left bob; looking for a new partner", "You are now chatting with carol")
@@ -303,10 +306,7 @@ def test_next_while_waiting_keeps_the_place(server: ChatServer) -> None:
     alice.screen.expect("Waiting for a partner")
     alice.keyboard.type("/next")
     alice.screen.expect("Waiting for a partner")
-    bob = Peer(server.port)
-    bob.send("bob")
-    bob.expect("#matched_to_alice")
-    alice.screen.expect("You are now chatting with bob")
+    bob = bob_meets(server.port, alice)
     alice.keyboard.type("/quit")
     bob.expect("#user_quit")
     assert alice.exit_status() == 0
@@ -319,10 +319,7 @@ def test_help_is_answered_locally_and_lists_every_command(server: ChatServer) ->
     alice.screen.expect("Commands")
     alice.keyboard.type("alice")
     alice.screen.expect("Waiting for a partner")  # /help was not taken for a nickname
-    bob = Peer(server.port)
-    bob.send("bob")
-    bob.expect("#matched_to_alice")
-    alice.screen.expect("You are now chatting with bob")
+    bob = bob_meets(server.port, alice)
     alice.keyboard.type("/help")
     help_lines = alice.screen.shown.get(timeout=TIMEOUT).splitlines()
     for usage in (
@@ -478,10 +475,7 @@ def test_in_columns_fills_columns_first_within_the_width() -> None:
 def test_tab_completes_commands_and_nicknames_learned_from_notices(server: ChatServer) -> None:
     """Tab completes commands, and nicknames learned from #matched_to_, #partner_renamed_, #from_,
     #all_from_ and #online_."""
-    bob = waiting(server.port, "bob")
-    alice = session(server.port, "alice")
-    alice.screen.expect("You are now chatting with bob")
-    bob.expect("#matched_to_alice")
+    alice, bob = alice_meets(server.port)
     bob.send("/nickname Robert")
     bob.expect("#nickname_changed_Robert")
     alice.screen.expect("bob is now known as Robert")
