@@ -19,9 +19,7 @@ Script = Callable[[Transcript, ChatServer], None]
 
 def matched_after_a_wait(t: Transcript, server: ChatServer) -> None:
     """§7.1, §7.2: the first client waits, even if it talks; the second is matched at once."""
-    alice = Party(t, "alice", server.port)
-    alice.send("alice")
-    alice.expect("#wait")
+    alice = waiting(t, server, "alice")
     alice.send("anyone there?")
     alice.expect("#wait")
     bob = Party(t, "bob", server.port)
@@ -82,15 +80,11 @@ def ending_by_disconnect(t: Transcript, server: ChatServer) -> None:
 
 def ghost_waiter(t: Transcript, server: ChatServer) -> None:
     """§7.2, §8: a waiter that leaves is withdrawn at once and never handed out."""
-    alice = Party(t, "alice", server.port)
-    alice.send("alice")
-    alice.expect("#wait")
+    alice = waiting(t, server, "alice")
     alice.close()
     wait_until_all_left(server)
     t.note("end of file: alice leaves the queue")
-    bob = Party(t, "bob", server.port)
-    bob.send("bob")
-    bob.expect("#wait")
+    bob = waiting(t, server, "bob")
     carol = Party(t, "carol", server.port)
     carol.send("carol")
     carol.expect("#matched_to_bob")
@@ -146,9 +140,7 @@ def who_is_online(t: Transcript, server: ChatServer) -> None:
 def direct_message(t: Transcript, server: ChatServer) -> None:
     """§5.5: a direct message reaches its one recipient, wherever it is; the sender gets a receipt."""
     alice, bob = pair(t, server)
-    carol = Party(t, "carol", server.port)
-    carol.send("carol")
-    carol.expect("#wait")
+    carol = waiting(t, server, "carol")
     carol.send("/msg ALICE #psst /it's carol")
     alice.expect("#from_carol #psst /it's carol")
     carol.expect("#sent_to_alice")
@@ -166,9 +158,7 @@ def direct_message(t: Transcript, server: ChatServer) -> None:
 def broadcast_and_its_rate(t: Transcript, server: ChatServer) -> None:
     """§5.6, §9.7: /all reaches every other named client, not its sender; one more too soon is refused."""
     alice, bob = pair(t, server)
-    carol = Party(t, "carol", server.port)
-    carol.send("carol")
-    carol.expect("#wait")
+    carol = waiting(t, server, "carol")
     dave = Party(t, "dave", server.port)
     dave.send("dave smith")
     dave.expect("#invalid_nickname")  # connected, and not yet named
@@ -190,9 +180,7 @@ def broadcast_and_its_rate(t: Transcript, server: ChatServer) -> None:
 def next_partner(t: Transcript, server: ChatServer) -> None:
     """§5.7: /next ends the chat as /quit would for the partner, and queues the sender again."""
     alice, bob = pair(t, server)
-    carol = Party(t, "carol", server.port)
-    carol.send("carol")
-    carol.expect("#wait")
+    carol = waiting(t, server, "carol")
     alice.send("/next")
     bob.expect("#user_quit")
     bob.expect_closed()
@@ -210,11 +198,17 @@ def next_partner(t: Transcript, server: ChatServer) -> None:
     alice.expect("#matched_to_dave")
 
 
+def waiting(t: Transcript, server: ChatServer, nickname: str) -> Party:
+    """Connect a client that names itself ``nickname`` and see it wait (§7.1); its label is its name."""
+    party = Party(t, nickname, server.port)
+    party.send(nickname)
+    party.expect("#wait")
+    return party
+
+
 def pair(t: Transcript, server: ChatServer) -> Tuple[Party, Party]:
     """Connect alice and bob and see them matched, alice after a #wait."""
-    alice = Party(t, "alice", server.port)
-    alice.send("alice")
-    alice.expect("#wait")
+    alice = waiting(t, server, "alice")
     bob = Party(t, "bob", server.port)
     bob.send("bob")
     bob.expect("#matched_to_alice")
