@@ -42,8 +42,11 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(argparse|collections|enum|fnmatch|io|queue|re|select|selectors|socket|ssl|threading|types|typing|xml)(\..*)?"),
     (r"py:.*", r"socketserver(\..*)?"),
     (r"py:.*", r"(Line|TextIO|FrameType|StartServer)"),
-    # mechat.drain names Connection only for the type checker (an import cycle otherwise).
-    (r"py:class", r"Connection"),
+    # mechat.drain names Connection only for the type checker (an import cycle otherwise),
+    # and mechat.rooms names Chatter the same way.
+    (r"py:class", r"(Connection|Chatter)"),
+    # The type variable of mechat.names.Names, which autodoc cannot link.
+    (r"py:.*", r"(mechat\.names\.)?T"),
 ]
 
 exclude_patterns = ["_build", "_generated"]

@@ -85,6 +85,14 @@ LIMIT_FLAGS: List[Flag] = [
         "PER_SECOND",
         "/all lines a second one client may send; 0 turns the limit off",
     ),
+    (
+        "--max-rooms",
+        at_least(0, int),
+        protocol.DEFAULT_MAX_ROOMS,
+        "N",
+        "rooms the server keeps; they last until it stops",
+    ),
+    ("--max-members", at_least(1, int), protocol.DEFAULT_MAX_MEMBERS, "N", "members one room may have"),
 ]
 
 
@@ -276,6 +284,8 @@ def run_serve(args: argparse.Namespace) -> int:
         max_rate=args.max_rate,
         send_queue=args.send_queue,
         all_rate=args.all_rate,
+        max_rooms=args.max_rooms,
+        max_members=args.max_members,
     )
     try:
         server = ChatServer((args.host, args.port), limits)

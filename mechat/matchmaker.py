@@ -1,4 +1,4 @@
-"""The Matchmaker: who is connected, who is waiting, who is paired with whom.
+"""The Matchmaker: who is connected, who is waiting, who is paired with whom, who is in which room.
 
 This is the only state that handler threads share, and all of it sits behind
 one lock, the Condition ``self._changed``.  It is shaped like CPython's
@@ -24,13 +24,22 @@ order.  That is what makes these races impossible:
 
 * a waiting client is told ``#wait`` about a line it sent just before it was
   matched, but the ``#wait`` is written *after* ``#matched_to_`` (§7.2);
-* a partner's last message is written after ``#user_quit`` (§8).
+* a partner's last message is written after ``#user_quit`` (§8);
+* a room's members are told its lines, entries and exits in one order, so
+  none gets a line from someone after that someone's ``#exited_`` (§7.6).
 
 Pairing and unpairing always change both sides in one step under the lock,
 so no thread ever sees half a pair.  A chatter is in the waiting queue only
 while its phase is WAITING, and it is removed in the same step that changes
 its phase, so a client that has left is never handed out as a partner (the
 "ghost waiter"), and a waiting client is never matched with itself.
+
+Rooms and names are part of this state too.  Their data lives in
+:mod:`mechat.rooms` and :mod:`mechat.names`, plain classes with no lock of
+their own that this class uses under its lock: the data is split by
+concern, the lock is not.  A client is in one place at a time, the queue,
+a pair or one room, and :meth:`Matchmaker.join_room` moves it from any of
+them in one step.
 
 Locks.  The Matchmaker's lock is one of three kinds in the server; the
 other two belong to each connection (:mod:`mechat.connection` says why).
@@ -48,12 +57,11 @@ connection goes.  Pairing needs no waiting at all: the second client's
 thread does the whole match, so neither handler ever blocks here.
 """
 
-import fnmatch
-import re
 import threading
 from collections import deque
-from typing import Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Callable, Deque, List, NamedTuple, Optional, Set, Tuple
 
+from mechat.names import Names, matching
 from mechat.protocol import (
     ANSWERS,
     CLOSED,
@@ -65,6 +73,7 @@ from mechat.protocol import (
     next_phase,
     notice,
 )
+from mechat.rooms import Room, Rooms
 
 
 class Chatter:
@@ -79,6 +88,7 @@ class Chatter:
         self.nickname = ""
         self.phase = Phase.NICKNAME
         self.partner: Optional[Chatter] = None
+        self.room: Optional[Room] = None
         #: Lines owed to this connection, oldest first, LF included.
         self.outbox: Deque[bytes] = deque()
         #: Octets in the outbox, so that a handler knows when to write it out early.
@@ -87,6 +97,16 @@ class Chatter:
         #: server's connection keeps it (its send queue, §9.6), under its own
         #: lock; others read it without one, as a hint.
         self.queued = 0
+
+    def owe(self, line: bytes) -> None:
+        """Append a line to the outbox; the Matchmaker calls this with its lock held."""
+        self.outbox.append(line)
+        self.owed += len(line)
+
+    def owe_all(self, lines: List[bytes], octets: int) -> None:
+        """Append lines of ``octets`` octets in all to the outbox, as owe() does one."""
+        self.outbox.extend(lines)
+        self.owed += octets
 
     def hung_up(self) -> bool:
         """Tell whether the client has already closed or reset; the server knows how."""
@@ -120,17 +140,16 @@ SESSION_OVER = Step(Phase.CLOSED)
 class Matchmaker:
     """Pairs chatters first come, first served, and keeps what each is owed."""
 
-    def __init__(self, max_clients: int = DEFAULT_MAX_CLIENTS) -> None:
+    def __init__(self, max_clients: int = DEFAULT_MAX_CLIENTS, rooms: Optional[Rooms] = None) -> None:
         self.max_clients = max_clients
+        self.rooms = rooms if rooms is not None else Rooms()
         # The one lock.  Notified by leave() and close(); waited on only by
         # wait_until_empty(), which the server calls while shutting down.
         self._changed = threading.Condition()
         self._connected: Set[Chatter] = set()
         self._waiting: Deque[Chatter] = deque()  # FIFO, all in phase WAITING
-        #: Every named chatter, by its nickname in lower case (§3.1).
-        self._named: Dict[str, Chatter] = {}
-        #: The same names, lower case to as chosen, for /who to copy at C speed.
-        self._nicknames: Dict[str, str] = {}
+        #: Every named chatter, by its nickname in any case (§3.1).
+        self._named: Names[Chatter] = Names()
         self._closed = False
 
     # -- Arriving and leaving ---------------------------------------------
@@ -151,17 +170,16 @@ class Matchmaker:
         holds, in any case, is refused in the same step that would take it
         (§3.1), so two clients racing for one name can never both get it.
         """
-        while True:
-            waiter = self._live_waiter()
-            with self._changed:
-                if self._head() is not waiter:
-                    continue  # the queue moved on while we looked: look again
-                if chatter.phase is not CLOSED and self._holder(nickname) is not None:
-                    return self._answer(chatter, Event.NICKNAME_TAKEN)
-                if not self._move(chatter, Event.NICKNAME):
-                    return SESSION_OVER  # closed by shutdown while it chose a name
-                self._name(chatter, nickname)
-                return self._queue_up(chatter, waiter)
+
+        def name_and_queue(waiter: Optional[Chatter]) -> Step:
+            if chatter.phase is not CLOSED and self._named.holder(nickname) is not None:
+                return self._answer(chatter, Event.NICKNAME_TAKEN)
+            if not self._move(chatter, Event.NICKNAME):
+                return SESSION_OVER  # closed by shutdown while it chose a name
+            self._name(chatter, nickname)
+            return self._queue_up(chatter, waiter)
+
+        return self._with_live_waiter(name_and_queue)
 
     def next_partner(self, chatter: Chatter) -> Step:
         """End a chat and queue up for another partner, never the same one (§5.7).
@@ -170,20 +188,19 @@ class Matchmaker:
         sent /quit; it is closed, so it cannot be in the queue to be
         matched again.  A waiting client is told ``#wait`` and keeps its place.
         """
-        while True:
-            waiter = self._live_waiter()
-            with self._changed:
-                if self._head() is not waiter:
-                    continue
-                partner = chatter.partner
-                if not self._move(chatter, Event.NEXT):
-                    return SESSION_OVER
-                if partner is None:  # waiting: it keeps its place
-                    self._post(chatter, notice(Notice.WAIT))
-                    return Step(chatter.phase, (chatter,))
-                self._unpair(chatter, partner)
-                step = self._queue_up(chatter, waiter)
-                return Step(step.phase, (*step.filled, partner), (partner,))
+
+        def requeue(waiter: Optional[Chatter]) -> Step:
+            partner = chatter.partner
+            if not self._move(chatter, Event.NEXT):
+                return SESSION_OVER
+            if partner is None:  # waiting: it keeps its place
+                chatter.owe(notice(Notice.WAIT))
+                return Step(chatter.phase, (chatter,))
+            self._unpair(chatter, partner)
+            step = self._queue_up(chatter, waiter)
+            return Step(step.phase, (*step.filled, partner), (partner,))
+
+        return self._with_live_waiter(requeue)
 
     def leave(self, chatter: Chatter, event: Event) -> Step:
         """Forget ``chatter`` after ``event``; its partner is owed ``#user_quit`` and ended (§8).
@@ -195,22 +212,24 @@ class Matchmaker:
             partner = chatter.partner
             if partner is not None:
                 self._unpair(chatter, partner)
+            members = self._exit(chatter)
             self._withdraw(chatter)
             self._move(chatter, event)
             self._connected.discard(chatter)
             self._changed.notify_all()
-            if partner is None:
-                return SESSION_OVER
-            return Step(Phase.CLOSED, (partner,), (partner,))
+            if partner is not None:
+                return Step(CLOSED, (partner,), (partner,))
+            return Step(CLOSED, tuple(members))
 
     def close(self) -> List[Chatter]:
         """Refuse newcomers, end every session, and return who is still connected (§10)."""
         with self._changed:
             self._closed = True
             for chatter in self._connected:
-                chatter.partner = None
+                chatter.partner = chatter.room = None
                 self._answer(chatter, Event.SHUTDOWN)
             self._waiting.clear()
+            self.rooms.empty_all()
             self._changed.notify_all()
             return list(self._connected)
 
@@ -231,28 +250,34 @@ class Matchmaker:
             partner = sender.partner
             if not self._move(sender, MESSAGE):
                 return SESSION_OVER
+            if sender.room is not None:
+                return Step(sender.phase, tuple(sender.room.say(sender, lines)))
             if partner is None:  # still waiting: nobody to relay to
                 for _ in lines:
-                    self._post(sender, notice(Notice.WAIT))
+                    sender.owe(notice(Notice.WAIT))
                 return Step(sender.phase, (sender,))
             for line in lines:
-                self._post(partner, line)
+                partner.owe(line)
             return Step(sender.phase, (partner,))
 
     def rename(self, chatter: Chatter, nickname: str) -> Step:
         """Change a nickname and tell both sides (§5.2), unless another client holds it (§3.1)."""
         with self._changed:
-            if self._holder(nickname) not in (None, chatter):
+            if self._named.holder(nickname) not in (None, chatter):
                 return self._answer(chatter, Event.NICKNAME_TAKEN)
             if not self._move(chatter, Event.RENAME):
                 return SESSION_OVER
-            self._unname(chatter)
+            old = chatter.nickname
+            self._named.discard(chatter.nickname, chatter)
             self._name(chatter, nickname)
-            self._post(chatter, notice(Notice.NICKNAME_CHANGED, nickname))
+            chatter.owe(notice(Notice.NICKNAME_CHANGED, nickname))
+            if chatter.room is not None:
+                told = chatter.room.renamed(chatter, old)
+                return Step(chatter.phase, (chatter, *told))
             partner = chatter.partner
             if partner is None:
                 return Step(chatter.phase, (chatter,))
-            self._post(partner, notice(Notice.PARTNER_RENAMED, nickname))
+            partner.owe(notice(Notice.PARTNER_RENAMED, nickname))
             return Step(chatter.phase, (chatter, partner))
 
     def refuse(self, chatter: Chatter, event: Event) -> Step:
@@ -279,15 +304,12 @@ class Matchmaker:
         list; the list is of the names held at the moment of the copy.
         """
         with self._changed:
-            names = list(self._nicknames.items())
-        if pattern != "*":
-            matches = matcher(pattern)
-            names = [(key, nickname) for key, nickname in names if matches(key)]
-        line = list_line(Notice.ONLINE, [nickname for _, nickname in names])
+            names = self._named.copy()
+        line = list_line(Notice.ONLINE, matching(names, pattern))
         with self._changed:
             if not self._move(chatter, Event.WHO):
                 return SESSION_OVER
-            self._post(chatter, line)
+            chatter.owe(line)
             return Step(chatter.phase, (chatter,))
 
     def direct(self, sender: Chatter, nickname: str, text: bytes) -> Step:
@@ -297,14 +319,14 @@ class Matchmaker:
         that nobody holds is echoed as the sender wrote it.
         """
         with self._changed:
-            recipient = self._holder(nickname)
+            recipient = self._named.holder(nickname)
             if not self._move(sender, Event.DIRECT):
                 return SESSION_OVER
             if recipient is None:
-                self._post(sender, notice(Notice.NO_SUCH_USER, nickname))
+                sender.owe(notice(Notice.NO_SUCH_USER, nickname))
                 return Step(sender.phase, (sender,))
-            self._post(recipient, notice(Notice.FROM, sender.nickname, text))
-            self._post(sender, notice(Notice.SENT_TO, recipient.nickname))
+            recipient.owe(notice(Notice.FROM, sender.nickname, text))
+            sender.owe(notice(Notice.SENT_TO, recipient.nickname))
             return Step(sender.phase, (recipient, sender))
 
     def broadcast(self, sender: Chatter, text: bytes) -> Step:
@@ -313,11 +335,103 @@ class Matchmaker:
             if not self._move(sender, Event.BROADCAST):
                 return SESSION_OVER
             line = notice(Notice.ALL_FROM, sender.nickname, text)
-            recipients = tuple(other for other in self._named.values() if other is not sender)
+            recipients = tuple(other for other in self._named.holders() if other is not sender)
             for recipient in recipients:
-                self._post(recipient, line)
-            self._post(sender, notice(Notice.BROADCAST, str(len(recipients))))
+                recipient.owe(line)
+            sender.owe(notice(Notice.BROADCAST, str(len(recipients))))
             return Step(sender.phase, (*recipients, sender))
+
+    # -- Rooms (§5.8-§5.12, §7.6) -------------------------------------------
+
+    def create_room(self, chatter: Chatter, name: str) -> Step:
+        """Make a room, unless one of that name exists or there are enough (§5.8); nobody joins it."""
+        with self._changed:
+            if not self._move(chatter, Event.CREATE):
+                return SESSION_OVER
+            chatter.owe(self.rooms.create(name))
+            return Step(chatter.phase, (chatter,))
+
+    def list_rooms(self, chatter: Chatter, pattern: str) -> Step:
+        """Owe ``chatter`` the rooms whose name matches ``pattern`` (§5.9), copied as /who copies."""
+        with self._changed:
+            names = self.rooms.names.copy()
+        line = list_line(Notice.ROOMS, matching(names, pattern))
+        with self._changed:
+            if not self._move(chatter, Event.ROOMS):
+                return SESSION_OVER
+            chatter.owe(line)
+            return Step(chatter.phase, (chatter,))
+
+    def join_room(self, chatter: Chatter, name: str) -> Step:
+        """Move ``chatter`` into a room from wherever it is (§5.10), in one step.
+
+        It leaves the queue, its partner (who is told ``#user_quit`` and
+        closed) or its room (whose members are told ``#exited_``), and the
+        members of the new room are told ``#entered_``, all under the lock:
+        no member ever sees it in two places.  An unknown or full room
+        changes nothing.
+        """
+        with self._changed:
+            room = self.rooms.find(name)
+            if chatter.phase is CLOSED:
+                return SESSION_OVER
+            if room is chatter.room and room is not None:  # already there: nothing else happens
+                self._move(chatter, Event.JOIN)
+                chatter.owe(notice(Notice.JOINED, room.name))
+                return Step(chatter.phase, (chatter,))
+            if room is None or self.rooms.is_full(room):
+                self._move(chatter, Event.JOIN_REFUSED)
+                refusal = Notice.NO_SUCH_ROOM if room is None else Notice.ROOM_FULL
+                chatter.owe(notice(refusal, name if room is None else room.name))
+                return Step(chatter.phase, (chatter,))
+            partner = chatter.partner
+            if partner is not None:
+                self._unpair(chatter, partner)
+            left_behind = self._exit(chatter)
+            self._withdraw(chatter)
+            self._move(chatter, Event.JOIN)
+            entered = room.enter(chatter)
+            ended = (partner,) if partner is not None else ()
+            return Step(chatter.phase, (chatter, *ended, *left_behind, *entered), ended)
+
+    def members(self, chatter: Chatter) -> Step:
+        """Owe ``chatter`` the members of its room (§5.11), or ``#not_in_room``.
+
+        The list is made outside the lock, from a copy, as /who's is; it is
+        posted only if the room has not changed since the copy, so it never
+        names someone whose exit its reader was already told of.  A room
+        that keeps changing gets its list made under the lock, after
+        :data:`MEMBERS_TRIES` tries.
+        """
+        for _ in range(MEMBERS_TRIES):
+            with self._changed:
+                room = chatter.room
+                if room is None:
+                    return self._post_members(chatter, None, None)
+                version, names = room.version, room.nicknames()
+            line = list_line(Notice.MEMBERS, names)
+            with self._changed:
+                if chatter.room is room and room.version == version:
+                    return self._post_members(chatter, room, line)
+        with self._changed:
+            return self._post_members(chatter, chatter.room, None)
+
+    def leave_room(self, chatter: Chatter) -> Step:
+        """Leave the room and go back to pairing (§5.12): ``#left_``, then ``#wait`` or a match."""
+
+        def exit_and_queue(waiter: Optional[Chatter]) -> Step:
+            room = chatter.room
+            if not self._move(chatter, Event.LEAVE):
+                return SESSION_OVER
+            if room is None:
+                chatter.owe(notice(Notice.NOT_IN_ROOM))
+                return Step(chatter.phase, (chatter,))
+            told = room.exit(chatter)
+            chatter.owe(notice(Notice.LEFT, room.name))
+            step = self._queue_up(chatter, waiter)
+            return Step(step.phase, (*step.filled, *told))
+
+        return self._with_live_waiter(exit_and_queue)
 
     def take_outbox(self, chatter: Chatter) -> bytes:
         """Empty the outbox of ``chatter``, and return its lines as one block."""
@@ -343,7 +457,7 @@ class Matchmaker:
             return False  # §7.4: a closed session takes no more events
         chatter.phase = next_phase(chatter.phase, event)
         if chatter.phase is CLOSED:
-            self._unname(chatter)  # §3.1: a closed session's name is free at once
+            self._named.discard(chatter.nickname, chatter)  # §3.1: a closed session's name is free at once
         return True
 
     def _answer(self, chatter: Chatter, event: Event) -> Step:
@@ -354,59 +468,57 @@ class Matchmaker:
         """
         if not self._move(chatter, event):
             return SESSION_OVER
-        self._post(chatter, notice(ANSWERS[event]))
+        chatter.owe(notice(ANSWERS[event]))
         return Step(chatter.phase, (chatter,))
-
-    def _post(self, chatter: Chatter, line: bytes) -> None:
-        """Append a line to the outbox of ``chatter``; call with the lock held."""
-        chatter.outbox.append(line)
-        chatter.owed += len(line)
 
     def _pair(self, chatter: Chatter, partner: Chatter) -> None:
         """Pair two chatters and owe each the other's name; call with the lock held."""
         chatter.partner, partner.partner = partner, chatter
         self._move(partner, Event.PARTNER_FOUND)
         self._move(chatter, Event.PARTNER_FOUND)
-        self._post(partner, notice(Notice.MATCHED_TO, chatter.nickname))
-        self._post(chatter, notice(Notice.MATCHED_TO, partner.nickname))
+        partner.owe(notice(Notice.MATCHED_TO, chatter.nickname))
+        chatter.owe(notice(Notice.MATCHED_TO, partner.nickname))
 
     def _unpair(self, chatter: Chatter, partner: Chatter) -> None:
         """End a pair; the partner is owed #user_quit and closed.  Call with the lock held."""
         chatter.partner = partner.partner = None
         self._move(partner, Event.PARTNER_LEFT)
-        self._post(partner, notice(Notice.USER_QUIT))
+        partner.owe(notice(Notice.USER_QUIT))
 
     def _queue_up(self, chatter: Chatter, waiter: Optional[Chatter]) -> Step:
         """Pair a chatter just made WAITING with ``waiter``, or queue it; call with the lock held."""
         if waiter is None:
             self._waiting.append(chatter)
-            self._post(chatter, notice(Notice.WAIT))
+            chatter.owe(notice(Notice.WAIT))
             return Step(chatter.phase, (chatter,))
         self._waiting.popleft()
         self._pair(chatter, waiter)
         return Step(chatter.phase, (chatter, waiter))
 
-    def _holder(self, nickname: str) -> Optional[Chatter]:
-        """Return the chatter named ``nickname`` in any case, or None; call with the lock held."""
-        return self._named.get(nickname.lower())
-
     def _name(self, chatter: Chatter, nickname: str) -> None:
         """Give ``chatter`` a nickname no other holds; call with the lock held."""
         chatter.nickname = nickname
-        self._named[nickname.lower()] = chatter
-        self._nicknames[nickname.lower()] = nickname
-
-    def _unname(self, chatter: Chatter) -> None:
-        """Free the nickname of ``chatter``, if it holds one; call with the lock held."""
-        key = chatter.nickname.lower()
-        if self._named.get(key) is chatter:
-            del self._named[key]
-            del self._nicknames[key]
+        self._named.add(nickname, chatter)
 
     def _withdraw(self, chatter: Chatter) -> None:
         """Take a chatter out of the waiting queue if it is there; call with the lock held."""
         if chatter.phase is Phase.WAITING:
             self._waiting.remove(chatter)
+
+    def _exit(self, chatter: Chatter) -> List[Chatter]:
+        """Take ``chatter`` out of its room, if any; return the members told.  Call with the lock held."""
+        return chatter.room.exit(chatter) if chatter.room is not None else []
+
+    def _post_members(self, chatter: Chatter, room: Optional[Room], line: Optional[bytes]) -> Step:
+        """Owe ``chatter`` the members' list, made now if ``line`` is None; call with the lock held."""
+        if not self._move(chatter, Event.MEMBERS):
+            return SESSION_OVER
+        if room is None:
+            line = notice(Notice.NOT_IN_ROOM)
+        elif line is None:
+            line = list_line(Notice.MEMBERS, room.nicknames())
+        chatter.owe(line)
+        return Step(chatter.phase, (chatter,))
 
     def _head(self) -> Optional[Chatter]:
         """Return the longest waiter, or None; call with the lock held."""
@@ -432,14 +544,20 @@ class Matchmaker:
                     self._withdraw(waiter)
                     self._move(waiter, Event.HANG_UP)
 
+    def _with_live_waiter(self, step: Callable[[Optional[Chatter]], Step]) -> Step:
+        """Run ``step`` under the lock with the live longest waiter, or None, still at the head.
 
-def matcher(pattern: str) -> Callable[[str], object]:
-    """Return a test of a lower-case nickname against a /who pattern (§6.1).
+        Every event that may queue a chatter up (a nickname, /next, /leave)
+        needs the head of the queue to be a waiter that is still there,
+        which is asked without the lock; if the queue moved on while it was
+        asked, it asks again.
+        """
+        while True:
+            waiter = self._live_waiter()
+            with self._changed:
+                if self._head() is waiter:
+                    return step(waiter)
 
-    ``*`` stands for any run of characters and ``?`` for one, as in
-    :mod:`fnmatch`, in any case.  A ``[`` is itself, not the start of a
-    set.  The pattern is compiled here rather than by fnmatch.fnmatch(),
-    whose cache keeps up to 32,768 patterns a client could choose; the re
-    module's own cache is bounded, and a pattern is at most 30 characters.
-    """
-    return re.compile(fnmatch.translate(pattern.lower().replace("[", "[[]"))).fullmatch
+
+#: Tries that /members makes outside the lock before it makes the list under it.
+MEMBERS_TRIES = 3

@@ -25,8 +25,9 @@ The pieces, in the order a line meets them:
 """
 
 import enum
+import fnmatch
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 #: Protocol version, §1.  There is no version exchange on the wire; the
 #: number names the edition of the spec that this code implements.
@@ -46,10 +47,8 @@ DEFAULT_PORT = 7878
 MAX_LINE_OCTETS = 2000
 
 #: §2.3: a server line holds at most this many octets before its LF: the
-#: grammar's ``server-line-octets`` rule.  A notice that carries a client's
-#: text (``#all_from_``, 10 octets, then a 30-octet nickname and a SP) is at
-#: most 41 octets longer than that text; 2100 leaves room for the longer
-#: prefixes to come.
+#: grammar's ``server-line-octets`` rule.  The longest prefix before a
+#: client's text is a room line's (below); 2100 leaves room to spare.
 MAX_SERVER_LINE_OCTETS = 2100
 
 #: §3: the longest nickname, in characters (all of them ASCII, so octets).
@@ -57,6 +56,13 @@ MAX_NICKNAME_CHARS = 30
 
 #: §6.1: the longest /who pattern, in characters: a nickname's length.
 MAX_PATTERN_CHARS = 30
+
+#: §3.2: the longest room name, in characters (all of them ASCII).
+MAX_ROOM_CHARS = 30
+
+#: §2.3, §7.6: the most a room line adds before a message: ``#in_``, the
+#: room, ``_``, the sender's nickname and a SP: 66 octets.
+MAX_ROOM_LINE_PREFIX_OCTETS = len("#in_") + MAX_ROOM_CHARS + len("_") + MAX_NICKNAME_CHARS + len(" ")
 
 #: §9.2: seconds a new connection has to send a valid nickname.  IRC servers
 #: use a registration timeout for the same reason: a connection that never
@@ -86,6 +92,18 @@ DEFAULT_SEND_QUEUE = 262_144
 #: /all is written to every named client, so its rate is its own, far below
 #: the rate of lines (§9.5).  0 turns the limit off.
 DEFAULT_ALL_RATE = 1.0
+
+#: §9.8: rooms the server keeps at once.  Rooms live until the server stops
+#: (§5.8), so without a limit a script could grow the server's memory one
+#: /create at a time; a thousand rooms is one for every ten clients of §9.3,
+#: and costs well under a megabyte.
+DEFAULT_MAX_ROOMS = 1000
+
+#: §9.9: members of one room.  A line in a room is appended to every other
+#: member's outbox under the Matchmaker's lock, and written by the sender's
+#: thread: a class of 300 fits with room to spare, and one line to 500
+#: members costs the sender's thread about a millisecond.
+DEFAULT_MAX_MEMBERS = 500
 
 
 # -- Framing (§2) -----------------------------------------------------------
@@ -234,6 +252,19 @@ TEXT_RE = re.compile(text)
 # count = %x30 / %x31-39 *9DIGIT                                           §6.1
 count = r"0|[1-9][0-9]{0,9}"
 COUNT_RE = re.compile(count)
+# room = 1*30( ALPHA / DIGIT / %x2D )                                       §3.2
+room = r"[A-Za-z0-9-]{1,%d}" % MAX_ROOM_CHARS
+ROOM_RE = re.compile(room)
+# create-verb = %s"/create"                                                 §5.8
+create_verb = b"/create"
+# rooms-verb = %s"/rooms"                                                   §5.9
+rooms_verb = b"/rooms"
+# join-verb = %s"/join"                                                     §5.10
+join_verb = b"/join"
+# members-command = %s"/members"                                           §5.11
+members_command = b"/members"
+# leave-command = %s"/leave"                                               §5.12
+leave_command = b"/leave"
 
 COMMAND_PREFIX = b"/"  # §5: a line that starts with "/" is a command
 NOTICE_PREFIX = b"#"  # §4, §6: a line that starts with "#" is the server's
@@ -289,6 +320,36 @@ class Notice(str, enum.Enum):
     ALL_FROM = "#all_from_"
     # broadcast = %s"#broadcast_" count                      §6, §5.6
     BROADCAST = "#broadcast_"
+    # room-created = %s"#room_created_" room                 §6, §5.8
+    ROOM_CREATED = "#room_created_"
+    # room-exists = %s"#room_exists_" room                   §6, §5.8
+    ROOM_EXISTS = "#room_exists_"
+    # too-many-rooms = %s"#too_many_rooms"                   §6, §5.8, §9.8
+    TOO_MANY_ROOMS = "#too_many_rooms"
+    # invalid-room = %s"#invalid_room"                       §6, §3.2
+    INVALID_ROOM = "#invalid_room"
+    # rooms = %s"#rooms_" count *( SP room )                 §6, §5.9, §6.1
+    ROOMS = "#rooms_"
+    # joined = %s"#joined_" room                             §6, §5.10
+    JOINED = "#joined_"
+    # entered = %s"#entered_" room %x5F nickname              §6, §5.10
+    ENTERED = "#entered_"
+    # no-such-room = %s"#no_such_room_" room                 §6, §5.10
+    NO_SUCH_ROOM = "#no_such_room_"
+    # room-full = %s"#room_full_" room                       §6, §5.10, §9.9
+    ROOM_FULL = "#room_full_"
+    # in = %s"#in_" room %x5F nickname SP message             §6, §7.6
+    IN = "#in_"
+    # members = %s"#members_" count *( SP nickname )         §6, §5.11, §6.1
+    MEMBERS = "#members_"
+    # not-in-room = %s"#not_in_room"                         §6, §5.11, §5.12
+    NOT_IN_ROOM = "#not_in_room"
+    # left = %s"#left_" room                                 §6, §5.12
+    LEFT = "#left_"
+    # exited = %s"#exited_" room %x5F nickname                §6, §5.12, §7.6
+    EXITED = "#exited_"
+    # renamed = %s"#renamed_" room %x5F nickname SP nickname  §6, §7.6
+    RENAMED = "#renamed_"
 
 
 #: The notices that end with a nickname, and nothing after it (§6).
@@ -300,21 +361,89 @@ NOTICES_WITH_NICKNAME = (
     Notice.NO_SUCH_USER,
 )
 
-#: The notices whose nickname is followed by SP and a client's text (§6).
-NOTICES_WITH_TEXT = (Notice.FROM, Notice.ALL_FROM)
+#: The notices that end with a room name (§6).
+NOTICES_WITH_ROOM = (
+    Notice.ROOM_CREATED,
+    Notice.ROOM_EXISTS,
+    Notice.JOINED,
+    Notice.NO_SUCH_ROOM,
+    Notice.ROOM_FULL,
+    Notice.LEFT,
+)
+
+#: The notices whose argument is a room, ``_`` and a nickname (§6): a room
+#: name has no ``_`` (§3.2), so the first one splits the two.
+NOTICES_WITH_MEMBER = (Notice.ENTERED, Notice.EXITED)
+
+#: The notices whose argument is followed by SP and a text: what a client
+#: wrote, or (for #renamed_) the new nickname (§6).
+NOTICES_WITH_TEXT = (Notice.FROM, Notice.ALL_FROM, Notice.IN, Notice.RENAMED)
 
 #: The notices that end with a count, maybe followed by a list (§6.1).
-NOTICES_WITH_COUNT = (Notice.ONLINE, Notice.BROADCAST)
+NOTICES_WITH_COUNT = (Notice.ONLINE, Notice.BROADCAST, Notice.ROOMS, Notice.MEMBERS)
+
+#: A room, ``_`` and a nickname: the argument of a notice about a member.
+member = room + "_" + nickname
+#: A list's items after its count (§6.1).
+nicknames = "%s(?: %s)*" % (nickname, nickname)
+rooms = "%s(?: %s)*" % (room, room)
+
+
+class Tail(NamedTuple):
+    """The rules for what follows a notice's name (§6): its argument, then maybe SP and a rest.
+
+    ``rest`` is None when nothing may follow; ``listed`` says that the SP
+    and the rest may be left out, as in a list that is empty.
+    """
+
+    argument: str
+    rest: Optional[str] = None
+    listed: bool = False
+
+    def compile(self) -> "re.Pattern[str]":
+        """Return one pattern whose groups are the argument and the rest."""
+        if self.rest is None:
+            return re.compile("(%s)()" % self.argument)
+        space = "(?: (%s))?" if self.listed else " (%s)"
+        return re.compile("(%s)" % self.argument + space % self.rest)
+
+
+#: Every notice that carries an argument, and the rules of its tail.
+NOTICE_TAILS: Dict[Notice, Tail] = {
+    Notice.MATCHED_TO: Tail(nickname),
+    Notice.NICKNAME_CHANGED: Tail(nickname),
+    Notice.PARTNER_RENAMED: Tail(nickname),
+    Notice.SENT_TO: Tail(nickname),
+    Notice.NO_SUCH_USER: Tail(nickname),
+    Notice.ONLINE: Tail(count, nicknames, listed=True),
+    Notice.FROM: Tail(nickname, text),
+    Notice.ALL_FROM: Tail(nickname, text),
+    Notice.BROADCAST: Tail(count),
+    Notice.ROOM_CREATED: Tail(room),
+    Notice.ROOM_EXISTS: Tail(room),
+    Notice.ROOMS: Tail(count, rooms, listed=True),
+    Notice.JOINED: Tail(room),
+    Notice.ENTERED: Tail(member),
+    Notice.NO_SUCH_ROOM: Tail(room),
+    Notice.ROOM_FULL: Tail(room),
+    Notice.IN: Tail(member, message),
+    Notice.MEMBERS: Tail(count, nicknames, listed=True),
+    Notice.LEFT: Tail(room),
+    Notice.EXITED: Tail(member),
+    Notice.RENAMED: Tail(member, nickname),
+}
 
 #: Every notice that carries an argument after its name: ``_`` is its last character.
-NOTICES_WITH_ARGUMENT = NOTICES_WITH_NICKNAME + NOTICES_WITH_TEXT + NOTICES_WITH_COUNT
+NOTICES_WITH_ARGUMENT = tuple(NOTICE_TAILS)
+
+_TAIL_RES = {name: tail.compile() for name, tail in NOTICE_TAILS.items()}
 
 
 def notice(name: Notice, argument: str = "", text: bytes = b"") -> bytes:
     """Format one notice as a wire line, LF included (§6).
 
-    ``argument`` is the nickname or count that follows the name directly;
-    ``text`` is a client's text, which follows it after one SP.
+    ``argument`` is the nickname, room or count that follows the name
+    directly; ``text`` is what follows it after one SP.
     """
     if (name in NOTICES_WITH_ARGUMENT) != bool(argument) or (name in NOTICES_WITH_TEXT) != bool(text):
         raise ValueError("%s takes an argument, or a text, exactly when its rule has one" % name.value)
@@ -336,21 +465,13 @@ def parse_notice(line: str) -> NoticeLine:
     No notice's name is the start of another's (§6), so at most one name fits.
     """
     for name in Notice:
-        if name not in NOTICES_WITH_ARGUMENT:
+        if name not in _TAIL_RES:
             if line == name.value:
                 return NoticeLine(name)
         elif line.startswith(name.value):
-            argument, space, rest = line[len(name.value) :].partition(" ")
-            if name in NOTICES_WITH_NICKNAME and NICKNAME_RE.fullmatch(argument) and not space:
-                return NoticeLine(name, argument)
-            if name in NOTICES_WITH_TEXT and NICKNAME_RE.fullmatch(argument) and TEXT_RE.fullmatch(rest):
-                return NoticeLine(name, argument, rest)
-            if name in NOTICES_WITH_COUNT and COUNT_RE.fullmatch(argument):
-                names = rest.split(" ") if space else []
-                if name is Notice.ONLINE and all(NICKNAME_RE.fullmatch(nick) for nick in names):
-                    return NoticeLine(name, argument, rest)
-                if not space:
-                    return NoticeLine(name, argument)
+            match = _TAIL_RES[name].fullmatch(line, len(name.value))
+            if match:
+                return NoticeLine(name, match.group(1), match.group(2) or "")
     raise ValueError("not a mechat notice: %r" % line)
 
 
@@ -358,12 +479,24 @@ def list_line(name: Notice, names: List[str]) -> bytes:
     """Format a list (§6.1): the count of all ``names``, then those sorted first that fit in a line."""
     names = sorted(names, key=str.lower)
     line = (name.value + str(len(names))).encode("ascii")
-    for nick in names:
-        item = SP + nick.encode("ascii")
-        if len(line) + len(item) > MAX_LINE_OCTETS:
+    for item in names:
+        entry = SP + item.encode("ascii")
+        if len(line) + len(entry) > MAX_LINE_OCTETS:
             break
-        line += item
+        line += entry
     return line + LF
+
+
+def matcher(pattern: str) -> Callable[[str], object]:
+    """Return a test of a lower-case name against a list's pattern (§6.1).
+
+    ``*`` stands for any run of characters and ``?`` for one, as in
+    :mod:`fnmatch`, in any case.  A ``[`` is itself, not the start of a
+    set.  The pattern is compiled here rather than by fnmatch.fnmatch(),
+    whose cache keeps up to 32,768 patterns a client could choose; the re
+    module's own cache is bounded, and a pattern is at most 30 characters.
+    """
+    return re.compile(fnmatch.translate(pattern.lower().replace("[", "[[]"))).fullmatch
 
 
 # -- Phases and events (§7) -------------------------------------------------
@@ -375,6 +508,7 @@ class Phase(enum.Enum):
     NICKNAME = "nickname"
     WAITING = "waiting"
     CHATTING = "chatting"
+    IN_ROOM = "in a room"
     CLOSED = "closed"
 
     # Each member is one object, equal only to itself, so identity is a
@@ -387,7 +521,7 @@ class Phase(enum.Enum):
 #: The phases the relay path asks about, as plain names.  On Python 3.11
 #: each ``Phase.X`` goes through the enum metaclass's __getattr__ hook, 0.13 us
 #: against 0.01 us for a global, and the server asks a few times a line.
-NICKNAME, CLOSED = Phase.NICKNAME, Phase.CLOSED
+NICKNAME, IN_ROOM, CLOSED = Phase.NICKNAME, Phase.IN_ROOM, Phase.CLOSED
 
 
 class Event(enum.Enum):
@@ -413,6 +547,13 @@ class Event(enum.Enum):
     DIRECT = "/msg NICK TEXT"
     BROADCAST = "/all TEXT"
     NEXT = "/next"
+    CREATE = "/create ROOM"
+    ROOMS = "/rooms [PATTERN]"
+    JOIN = "/join ROOM"
+    JOIN_REFUSED = "/join ROOM, unknown or full"
+    MEMBERS = "/members"
+    LEAVE = "/leave"
+    INVALID_ROOM = "invalid room name"
 
     __hash__ = object.__hash__  # as Phase's, for the lookups in TRANSITIONS
 
@@ -429,6 +570,7 @@ ANSWERS: Dict[Event, Notice] = {
     Event.SERVER_FULL: Notice.SERVER_FULL,
     Event.SHUTDOWN: Notice.SERVER_SHUTDOWN,
     Event.NICKNAME_TAKEN: Notice.NICKNAME_TAKEN,
+    Event.INVALID_ROOM: Notice.INVALID_ROOM,
 }
 
 
@@ -463,6 +605,13 @@ class InvalidCommand(ProtocolError):
     notice = Notice.INVALID_COMMAND
 
 
+class InvalidRoom(ProtocolError):
+    """§3.2: /create or /join with something that is not a room name."""
+
+    event = Event.INVALID_ROOM
+    notice = Notice.INVALID_ROOM
+
+
 class Transition(NamedTuple):
     """One cell of the state table: what the server sends, and where it goes."""
 
@@ -470,8 +619,26 @@ class Transition(NamedTuple):
     next_phase: Phase
 
 
-_N, _W, _C, _X = Phase.NICKNAME, Phase.WAITING, Phase.CHATTING, Phase.CLOSED
+_N, _W, _C, _R, _X = Phase.NICKNAME, Phase.WAITING, Phase.CHATTING, Phase.IN_ROOM, Phase.CLOSED
 _SHUT = Transition("#server_shutdown, close", _X)
+_JOINED = "#joined_ROOM; members: #entered_ROOM_NICK"
+
+#: The rows that are the same wherever a named client is (§5.4-§5.12): they
+#: answer the client alone and leave it where it was.
+_ANYWHERE: Dict[Event, str] = {
+    Event.INVALID_NICKNAME: "#invalid_nickname",
+    Event.INVALID_MESSAGE: "#invalid_message",
+    Event.INVALID_COMMAND: "#invalid_command",
+    Event.INVALID_ROOM: "#invalid_room",
+    Event.RATE_LIMITED: "#rate_limited",
+    Event.NICKNAME_TAKEN: "#nickname_taken",
+    Event.WHO: "#online_N NICK ...",
+    Event.DIRECT: "#sent_to_NICK, and NICK: #from_SENDER TEXT; or #no_such_user_NICK",
+    Event.BROADCAST: "#broadcast_N, and every other named client: #all_from_SENDER TEXT",
+    Event.CREATE: "#room_created_ROOM; or #room_exists_ROOM, #too_many_rooms",
+    Event.ROOMS: "#rooms_N ROOM ...",
+    Event.JOIN_REFUSED: "#no_such_room_ROOM or #room_full_ROOM",
+}
 
 #: The state table of §7.5.  Every (phase, event) pair that can happen has a
 #: cell; the tests drive a live server through each one.  A pair that is
@@ -489,42 +656,44 @@ TRANSITIONS: Dict[Tuple[Phase, Event], Transition] = {
     (_N, Event.SERVER_FULL): Transition("#server_full, close", _X),
     (_N, Event.DROPPED): Transition("close", _X),
     (_N, Event.NICKNAME_TAKEN): Transition("#nickname_taken", _N),
+    **{(_W, event): Transition(reply, _W) for event, reply in _ANYWHERE.items()},
     (_W, Event.PARTNER_FOUND): Transition("#matched_to_NICK", _C),
     (_W, Event.MESSAGE): Transition("#wait (the line goes nowhere)", _W),
     (_W, Event.RENAME): Transition("#nickname_changed_NICK", _W),
-    (_W, Event.INVALID_NICKNAME): Transition("#invalid_nickname", _W),
-    (_W, Event.INVALID_MESSAGE): Transition("#invalid_message", _W),
-    (_W, Event.INVALID_COMMAND): Transition("#invalid_command", _W),
-    (_W, Event.RATE_LIMITED): Transition("#rate_limited", _W),
     (_W, Event.QUIT): Transition("close (withdrawn from the queue)", _X),
     (_W, Event.HANG_UP): Transition("close (withdrawn from the queue)", _X),
     (_W, Event.SHUTDOWN): _SHUT,
     (_W, Event.DROPPED): Transition("close (withdrawn from the queue)", _X),
-    (_W, Event.NICKNAME_TAKEN): Transition("#nickname_taken", _W),
-    (_W, Event.WHO): Transition("#online_N NICK ...", _W),
-    (_W, Event.DIRECT): Transition("#sent_to_NICK, and NICK: #from_SENDER TEXT; or #no_such_user_NICK", _W),
-    (_W, Event.BROADCAST): Transition(
-        "#broadcast_N, and every other named client: #all_from_SENDER TEXT", _W
-    ),
     (_W, Event.NEXT): Transition("#wait (it keeps its place)", _W),
+    (_W, Event.JOIN): Transition(_JOINED + " (withdrawn from the queue)", _R),
+    (_W, Event.MEMBERS): Transition("#not_in_room", _W),
+    (_W, Event.LEAVE): Transition("#not_in_room", _W),
+    **{(_C, event): Transition(reply, _C) for event, reply in _ANYWHERE.items()},
     (_C, Event.MESSAGE): Transition("relay the line to the partner", _C),
     (_C, Event.RENAME): Transition("#nickname_changed_NICK; partner: #partner_renamed_NICK", _C),
-    (_C, Event.INVALID_NICKNAME): Transition("#invalid_nickname", _C),
-    (_C, Event.INVALID_MESSAGE): Transition("#invalid_message", _C),
-    (_C, Event.INVALID_COMMAND): Transition("#invalid_command", _C),
-    (_C, Event.RATE_LIMITED): Transition("#rate_limited", _C),
     (_C, Event.QUIT): Transition("close; partner: #user_quit, close", _X),
     (_C, Event.HANG_UP): Transition("close; partner: #user_quit, close", _X),
     (_C, Event.PARTNER_LEFT): Transition("#user_quit, close", _X),
     (_C, Event.SHUTDOWN): _SHUT,
     (_C, Event.DROPPED): Transition("close; partner: #user_quit, close", _X),
-    (_C, Event.NICKNAME_TAKEN): Transition("#nickname_taken", _C),
-    (_C, Event.WHO): Transition("#online_N NICK ...", _C),
-    (_C, Event.DIRECT): Transition("#sent_to_NICK, and NICK: #from_SENDER TEXT; or #no_such_user_NICK", _C),
-    (_C, Event.BROADCAST): Transition(
-        "#broadcast_N, and every other named client: #all_from_SENDER TEXT", _C
-    ),
     (_C, Event.NEXT): Transition("#wait, or #matched_to_NICK to both; partner: #user_quit, close", _W),
+    (_C, Event.JOIN): Transition(_JOINED + "; partner: #user_quit, close", _R),
+    (_C, Event.MEMBERS): Transition("#not_in_room", _C),
+    (_C, Event.LEAVE): Transition("#not_in_room", _C),
+    **{(_R, event): Transition(reply, _R) for event, reply in _ANYWHERE.items()},
+    (_R, Event.MESSAGE): Transition("every other member: #in_ROOM_SENDER MESSAGE", _R),
+    (_R, Event.RENAME): Transition("#nickname_changed_NICK; members: #renamed_ROOM_OLD NICK", _R),
+    (_R, Event.QUIT): Transition("close; members: #exited_ROOM_NICK", _X),
+    (_R, Event.HANG_UP): Transition("close; members: #exited_ROOM_NICK", _X),
+    (_R, Event.SHUTDOWN): _SHUT,
+    (_R, Event.DROPPED): Transition("close; members: #exited_ROOM_NICK", _X),
+    (_R, Event.JOIN): Transition(
+        _JOINED + "; old room's members: #exited_OLD_NICK (the same room: #joined_ROOM alone)", _R
+    ),
+    (_R, Event.MEMBERS): Transition("#members_N NICK ...", _R),
+    (_R, Event.LEAVE): Transition(
+        "#left_ROOM; members: #exited_ROOM_NICK; then #wait, or #matched_to_NICK to both", _W
+    ),
 }
 
 
@@ -557,18 +726,21 @@ def next_phase(phase: Phase, event: Event) -> Phase:
 
 
 class Parsed(NamedTuple):
-    """A line the spec accepts: what it is, and the nickname, text or pattern it carries."""
+    """A line the spec accepts: what it is, and the nickname, text, pattern or room it carries."""
 
     event: Event
     nickname: str = ""
     text: bytes = b""
     pattern: str = ""
+    room: str = ""
 
 
 #: What every message parses as: one object, so a reader can test ``is MESSAGE``.
 MESSAGE = Parsed(Event.MESSAGE)
 QUIT = Parsed(Event.QUIT)
 NEXT = Parsed(Event.NEXT)
+MEMBERS = Parsed(Event.MEMBERS)
+LEAVE = Parsed(Event.LEAVE)
 
 
 def parse_line(phase: Phase, line: Line) -> Parsed:
@@ -629,11 +801,25 @@ def parse_command(phase: Phase, line: bytes) -> Parsed:
     if name == nickname_verb:
         return Parsed(Event.RENAME, parse_nickname(argument if space else b""))
     if line == next_command:
+        if phase is Phase.IN_ROOM:
+            raise InvalidCommand()  # §5.7: /leave goes back to pairing
         return NEXT
-    if line == who_verb:
-        return Parsed(Event.WHO, pattern="*")
-    if name == who_verb and PATTERN_RE.fullmatch(argument.decode("latin-1")):
-        return Parsed(Event.WHO, pattern=argument.decode("ascii"))
+    if name in (who_verb, rooms_verb) and (not space or PATTERN_RE.fullmatch(argument.decode("latin-1"))):
+        # who-command = who-verb [ SP pattern ]                              §5.4
+        # rooms-command = rooms-verb [ SP pattern ]                          §5.9
+        event = Event.WHO if name == who_verb else Event.ROOMS
+        return Parsed(event, pattern=argument.decode("ascii") if space else "*")
+    if name in (create_verb, join_verb):
+        # create-command = create-verb SP room                              §5.8
+        # join-command = join-verb SP room                                   §5.10
+        # As for /nickname, the verb alone makes the line this command.
+        if not (space and ROOM_RE.fullmatch(argument.decode("latin-1"))):
+            raise InvalidRoom()
+        return Parsed(Event.CREATE if name == create_verb else Event.JOIN, room=argument.decode("ascii"))
+    if line == members_command:
+        return MEMBERS
+    if line == leave_command:
+        return LEAVE
     if name == msg_verb:
         # msg-command = msg-verb SP nickname SP text                         §5.5
         nick, space, text = argument.partition(SP)

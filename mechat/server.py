@@ -45,7 +45,8 @@ from mechat.connection import CAUGHT_UP, POLLIN, Connection, poll_for
 from mechat.drain import Drainer
 from mechat.flood import TokenBucket
 from mechat.matchmaker import Chatter, Matchmaker, Step
-from mechat.protocol import CLOSED, NICKNAME, Event, Line, Parsed, Phase, ProtocolError, parse_line
+from mechat.protocol import CLOSED, IN_ROOM, NICKNAME, Event, Line, Parsed, Phase, ProtocolError, parse_line
+from mechat.rooms import Rooms
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class Limits:
     max_rate: float = protocol.DEFAULT_MAX_RATE
     send_queue: int = protocol.DEFAULT_SEND_QUEUE
     all_rate: float = protocol.DEFAULT_ALL_RATE
+    max_rooms: int = protocol.DEFAULT_MAX_ROOMS
+    max_members: int = protocol.DEFAULT_MAX_MEMBERS
 
 
 def connection_of(chatter: Chatter) -> Connection:
@@ -144,6 +147,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         #: Our phase as the Matchmaker last told it; only the Matchmaker changes phases.
         self.phase = Phase.NICKNAME
         self.batch: List[bytes] = []  # messages read but not yet passed on
+        self.room_batch_octets = 0  # what the batch owes each other member of our room
         self.outboxes_to_write: Set[Chatter] = set()  # filled since the last flush point
         self.sessions_to_wake: List[Chatter] = []  # ended by our steps; woken after the writes
         self.flood = TokenBucket(self.limits.max_rate)
@@ -227,11 +231,26 @@ class ChatHandler(socketserver.BaseRequestHandler):
         if parsed is protocol.MESSAGE:  # parse_line's one Parsed for every message
             assert isinstance(line, bytes)  # parse_line accepted it, so it is not TOO_LONG
             self.batch.append(line + protocol.LF)
+            if self.phase is IN_ROOM:
+                self.keep_the_room_batch_small(line)
             return
         self.pass_on()  # the messages read before this line go first (§7.3)
         if self.phase is not CLOSED:
             self.follow(self.commands[parsed.event](self, parsed))
         if self.conn.owed > REPLIES_PER_WRITE:
+            self.reach_flush_point()
+
+    def keep_the_room_batch_small(self, line: bytes) -> None:
+        """Pass the batch on once it owes every other member of our room REPLIES_PER_WRITE octets.
+
+        In a room each message becomes a longer line for each member
+        (``#in_ROOM_SENDER``, up to 66 octets more), and one recv() of
+        short messages would otherwise owe every member megabytes at once,
+        past its send queue's cap (§9.6), and hold the Matchmaker's lock
+        while it queued them all.
+        """
+        self.room_batch_octets += protocol.MAX_ROOM_LINE_PREFIX_OCTETS + len(line) + len(protocol.LF)
+        if self.room_batch_octets > REPLIES_PER_WRITE:
             self.reach_flush_point()
 
     def pass_on(self) -> None:
@@ -245,6 +264,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         if self.batch:
             step = self.matchmaker.relay(self.conn, self.batch)
             self.batch = []
+            self.room_batch_octets = 0
             self.follow(step)
 
     def choose_nickname(self, parsed: Parsed) -> Step:
@@ -295,6 +315,32 @@ class ChatHandler(socketserver.BaseRequestHandler):
             return self.matchmaker.refuse(self.conn, Event.RATE_LIMITED)
         return self.matchmaker.broadcast(self.conn, parsed.text)
 
+    def create_room(self, parsed: Parsed) -> Step:
+        """Make a room, which nobody joins yet (§5.8)."""
+        log.debug("%s (%s) asks for room %s", self.conn.address, self.conn.nickname, parsed.room)
+        return self.matchmaker.create_room(self.conn, parsed.room)
+
+    def list_rooms(self, parsed: Parsed) -> Step:
+        """Answer with the rooms that match the pattern (§5.9)."""
+        return self.matchmaker.list_rooms(self.conn, parsed.pattern)
+
+    def join_room(self, parsed: Parsed) -> Step:
+        """Leave the queue, the partner or the room we are in, and join a room (§5.10)."""
+        step = self.matchmaker.join_room(self.conn, parsed.room)
+        if step.phase is Phase.IN_ROOM:
+            log.info("%s (%s) is in room %s", self.conn.address, self.conn.nickname, parsed.room)
+        self.conn.release_waiters()  # as for /next: a partner left behind may wait for us
+        return step
+
+    def members(self, parsed: Parsed) -> Step:
+        """Answer with the members of our room (§5.11)."""
+        return self.matchmaker.members(self.conn)
+
+    def leave_room(self, parsed: Parsed) -> Step:
+        """Leave our room and go back to pairing (§5.12)."""
+        log.info("%s (%s) leaves its room", self.conn.address, self.conn.nickname)
+        return self.matchmaker.leave_room(self.conn)
+
     def refuse(self, parsed: Parsed) -> Step:
         """Owe our client the notice that refuses its line (§6)."""
         return self.matchmaker.refuse(self.conn, parsed.event)
@@ -309,6 +355,12 @@ class ChatHandler(socketserver.BaseRequestHandler):
         Event.WHO: who,
         Event.DIRECT: direct,
         Event.BROADCAST: broadcast,
+        Event.CREATE: create_room,
+        Event.ROOMS: list_rooms,
+        Event.JOIN: join_room,
+        Event.MEMBERS: members,
+        Event.LEAVE: leave_room,
+        Event.INVALID_ROOM: refuse,
         Event.INVALID_NICKNAME: refuse,
         Event.INVALID_MESSAGE: refuse,
         Event.INVALID_COMMAND: refuse,
@@ -351,14 +403,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
 
     def write_outboxes(self) -> None:
         """Write every outbox filled since the last flush point, then wake the sessions we ended."""
-        while self.outboxes_to_write:
-            self.deliver(self.outboxes_to_write.pop())
-        while self.sessions_to_wake:
-            chatter = self.sessions_to_wake.pop()
-            # Wake its handler, which closes it; not SHUT_RDWR, whose FIN makes
-            # the kernel answer a still-sending client with a reset that can
-            # drop the #user_quit just written (its close() lingers instead).
-            connection_of(chatter).hang_up(socket.SHUT_RD)
+        self.server.write_out(self.outboxes_to_write, self.sessions_to_wake)
 
     def keep_pace(self) -> None:
         """Wait until our client and its partner have caught up with what they are owed (§9.6).
@@ -382,18 +427,6 @@ class ChatHandler(socketserver.BaseRequestHandler):
             connection_of(partner).wait_until_caught_up(
                 self.limits.send_timeout, still=lambda: conn.partner is partner
             )
-
-    def deliver(self, chatter: Chatter) -> None:
-        """Write what ``chatter`` is owed; disconnect it if it cannot take it (§9.4)."""
-        connection = connection_of(chatter)
-        try:
-            connection.flush(self.matchmaker)
-        except OSError as error:
-            self.drop(connection, error)
-
-    def drop(self, connection: Connection, error: OSError) -> None:
-        """Disconnect a client we could not write to, maybe our own; its partner is told (§9.4)."""
-        self.follow(self.server.drop(connection, error))
 
 
 class ChatServer(socketserver.ThreadingTCPServer):
@@ -419,16 +452,16 @@ class ChatServer(socketserver.ThreadingTCPServer):
         handler: type = ChatHandler,
     ) -> None:
         self.limits = limits
-        self.matchmaker = Matchmaker(limits.max_clients)
+        self.matchmaker = Matchmaker(limits.max_clients, Rooms(limits.max_rooms, limits.max_members))
         # Before binding: a failed bind calls server_close(), which stops it.
         self.drainer = Drainer(self.drop_and_tell)
         super().__init__(address, handler)
 
     def drop(self, connection: Connection, error: OSError) -> Step:
-        """Disconnect a client that reset or fell behind, and return the step that tells its partner (§9.4).
+        """Disconnect a client that reset or fell behind, and return the step that tells the others (§9.4).
 
-        Whoever found out calls this: a handler writing to it, or the drain
-        thread.  The caller writes the partner's ``#user_quit`` and wakes it.
+        The others are its partner, who is owed ``#user_quit`` and ended,
+        or the members of its room, who are owed its ``#exited_``.
         """
         if connection.abandon():
             log.warning("%s (%s) dropped: %s", connection.address, connection.nickname, type(error).__name__)
@@ -437,16 +470,32 @@ class ChatServer(socketserver.ThreadingTCPServer):
         return step
 
     def drop_and_tell(self, connection: Connection, error: OSError) -> None:
-        """Drop a client for the drain thread, then write its partner's last line and wake it (§9.4)."""
+        """Drop a client for the drain thread, then write what that owes the others (§9.4)."""
         step = self.drop(connection, error)
-        for chatter in step.filled:
-            partner = connection_of(chatter)
+        self.write_out(set(step.filled), list(step.ended))
+
+    def write_out(self, owed: Set[Chatter], ended: List[Chatter]) -> None:
+        """Write every outbox in ``owed``, then wake the sessions in ``ended``; empty both (§8, §9.4).
+
+        A client that cannot take what it is owed is dropped, and what its
+        drop owes others (a partner's ``#user_quit``, a room's ``#exited_``)
+        joins the same loop, however many drops follow from one another: a
+        room line can find several members past their cap at once.  Both a
+        handler at its flush point and the drain thread write this way.
+        """
+        while owed:
+            chatter = connection_of(owed.pop())
             try:
-                partner.flush(self.matchmaker)
-            except OSError as partner_error:
-                self.drop(partner, partner_error)
-        for chatter in step.ended:
-            connection_of(chatter).hang_up(socket.SHUT_RD)  # as ChatHandler.write_outboxes does
+                chatter.flush(self.matchmaker)
+            except OSError as error:
+                step = self.drop(chatter, error)
+                owed.update(step.filled)
+                ended.extend(step.ended)
+        while ended:
+            # Wake its handler, which closes it; not SHUT_RDWR, whose FIN makes
+            # the kernel answer a still-sending client with a reset that can
+            # drop the #user_quit just written (its close() lingers instead).
+            connection_of(ended.pop()).hang_up(socket.SHUT_RD)
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Log a handler's unexpected exception, a bug in the server; the other clients carry on."""

@@ -8,16 +8,22 @@ left, a long line cut into pieces, a waiter matched with itself, and a
 partner never told that the chat is over.  :data:`DIRECTORY_BUGS` are
 protocol 2's (:mod:`mechat.conform.directory`): a nickname taken twice, a
 direct message to the wrong client, a broadcast echoed, /next back to the
-same partner, and a /who list out of order or miscounted.
+same partner, and a /who list out of order or miscounted.  :data:`ROOM_BUGS`
+are those of rooms (:mod:`mechat.conform.rooms`): a room's line echoed to
+its sender or sent on to a member who left, a /join that leaves the partner
+chatting, #members_ miscounted, and room names compared case and all.
 """
 
+import collections
 import contextlib
 import threading
-from typing import Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 
 from mechat import protocol
-from mechat.matchmaker import SESSION_OVER, Chatter, Matchmaker, Step, matcher
+from mechat.matchmaker import SESSION_OVER, Chatter, Matchmaker, Step
+from mechat.names import matching
 from mechat.protocol import LF, SP, Event, Line, Notice, Phase
+from mechat.rooms import Room, Rooms
 from mechat.server import ChatHandler, ChatServer, Limits, Received
 
 
@@ -69,7 +75,7 @@ class SelfMatchmaker(Matchmaker):
                 partner = self._waiting.popleft()
                 sender.partner = partner
                 self._move(sender, Event.PARTNER_FOUND)
-                self._post(sender, protocol.notice(Notice.MATCHED_TO, partner.nickname))
+                sender.owe(protocol.notice(Notice.MATCHED_TO, partner.nickname))
                 return Step(sender.phase, (sender,))
         return super().relay(sender, lines)
 
@@ -77,10 +83,10 @@ class SelfMatchmaker(Matchmaker):
 class SilentMatchmaker(Matchmaker):
     """Bug: the partner of a client that leaves is closed without #user_quit (§8)."""
 
-    def _post(self, chatter: Chatter, line: bytes) -> None:
-        """Post every line but #user_quit."""
-        if line != protocol.notice(Notice.USER_QUIT):
-            super()._post(chatter, line)
+    def _unpair(self, chatter: Chatter, partner: Chatter) -> None:
+        """End a pair and close the partner, owing it nothing."""
+        chatter.partner = partner.partner = None
+        self._move(partner, Event.PARTNER_LEFT)
 
 
 class DuplicateMatchmaker(Matchmaker):
@@ -102,11 +108,11 @@ class MisdirectedMatchmaker(Matchmaker):
     def direct(self, sender: Chatter, nickname: str, text: bytes) -> Step:
         """Deliver to the partner, as a relayed line would go, and say it went to ``nickname``."""
         with self._changed:
-            partner, recipient = sender.partner, self._holder(nickname)
+            partner, recipient = sender.partner, self._named.holder(nickname)
             if partner is None or recipient is None:
                 return super().direct(sender, nickname, text)
-            self._post(partner, protocol.notice(Notice.FROM, sender.nickname, text))
-            self._post(sender, protocol.notice(Notice.SENT_TO, recipient.nickname))
+            partner.owe(protocol.notice(Notice.FROM, sender.nickname, text))
+            sender.owe(protocol.notice(Notice.SENT_TO, recipient.nickname))
             return Step(sender.phase, (partner, sender))
 
 
@@ -116,7 +122,7 @@ class EchoMatchmaker(Matchmaker):
     def broadcast(self, sender: Chatter, text: bytes) -> Step:
         """Send the sender its own line first, then broadcast as usual."""
         with self._changed:
-            self._post(sender, protocol.notice(Notice.ALL_FROM, sender.nickname, text))
+            sender.owe(protocol.notice(Notice.ALL_FROM, sender.nickname, text))
             return super().broadcast(sender, text)
 
 
@@ -141,28 +147,127 @@ class UnsortedMatchmaker(Matchmaker):
 
     def who(self, chatter: Chatter, pattern: str) -> Step:
         """List the matches as they come, cut to the line."""
-        matches = matcher(pattern)
         with self._changed:
             if not self._move(chatter, Event.WHO):
                 return SESSION_OVER
-            names = [other.nickname for key, other in self._named.items() if matches(key)]
+            names = matching(self._named.copy(), pattern)  # in the order the names were chosen
             line = (Notice.ONLINE.value + str(len(names))).encode("ascii")
             for name in names:
                 if len(line) + 1 + len(name) <= protocol.MAX_LINE_OCTETS:
                     line += SP + name.encode("ascii")
-            self._post(chatter, line + LF)
+            chatter.owe(line + LF)
             return Step(chatter.phase, (chatter,))
+
+
+def recount(chatter: Chatter, name: Notice, count: Callable[[int, int], int]) -> None:
+    """Give the last ``name`` list owed to ``chatter`` the count ``count(counted, shown)``; lock held."""
+    prefix = name.value.encode("ascii")
+    for index in reversed(range(len(chatter.outbox))):
+        line = chatter.outbox[index]
+        if line.startswith(prefix):
+            counted, *names = line.rstrip(LF).split(SP)
+            number = count(int(counted[len(prefix) :]), len(names))
+            chatter.outbox[index] = SP.join([prefix + str(number).encode("ascii"), *names]) + LF
+            chatter.owed += len(chatter.outbox[index]) - len(line)
+            return
 
 
 class ShownCountMatchmaker(Matchmaker):
     """Bug: a /who list counts the names it shows, not every match, so a cut list hides the cut (§6.1)."""
 
-    def _post(self, chatter: Chatter, line: bytes) -> None:
-        """Recount every #online_ line before it goes."""
-        if line.startswith(Notice.ONLINE.value.encode("ascii")):
-            names = line.rstrip(LF).split(SP)[1:]
-            line = b" ".join([(Notice.ONLINE.value + str(len(names))).encode("ascii"), *names]) + LF
-        super()._post(chatter, line)
+    def who(self, chatter: Chatter, pattern: str) -> Step:
+        """List as usual, then count only the names shown."""
+        with self._changed:
+            step = super().who(chatter, pattern)
+            recount(chatter, Notice.ONLINE, lambda counted, shown: shown)
+            return step
+
+
+# -- Rooms (§3.2, §5.8-§5.12, §7.6) ------------------------------------------------
+
+
+class OverheardMatchmaker(Matchmaker):
+    """The shape of two bugs: a room's lines also reach whoever :meth:`overhears` names (§7.6)."""
+
+    def relay(self, sender: Chatter, lines: List[bytes]) -> Step:
+        """Relay as usual, then the room's lines to those who overhear them too."""
+        with self._changed:
+            room = sender.room
+            step = super().relay(sender, lines)
+            if room is None:
+                return step
+            member = f"{room.name}_{sender.nickname}"
+            owed = [protocol.notice(Notice.IN, member, line.rstrip(LF)) for line in lines]
+            listeners = self.overhears(room, sender)
+            for listener in listeners:
+                listener.owe_all(owed, sum(map(len, owed)))
+            return Step(step.phase, (*step.filled, *listeners))
+
+    def overhears(self, room: Room, sender: Chatter) -> List[Chatter]:
+        """Return who gets the room's lines besides its other members; call with the lock held."""
+        return []
+
+
+class RoomEchoMatchmaker(OverheardMatchmaker):
+    """Bug: a line in a room goes to every member, its sender included (§7.6)."""
+
+    def overhears(self, room: Room, sender: Chatter) -> List[Chatter]:
+        """Hand the sender its own lines."""
+        return [sender]
+
+
+class FormerMemberMatchmaker(OverheardMatchmaker):
+    """Bug: a member who left with /leave still gets the lines of the room it left (§5.12, §7.6)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._former: Dict[Room, List[Chatter]] = collections.defaultdict(list)  # with the lock held
+
+    def leave_room(self, chatter: Chatter) -> Step:
+        """Leave as usual, but stay on the room's list of readers."""
+        room = chatter.room  # only the chatter's own thread moves it between rooms
+        step = super().leave_room(chatter)
+        if room is not None:
+            with self._changed:
+                self._former[room].append(chatter)
+        return step
+
+    def overhears(self, room: Room, sender: Chatter) -> List[Chatter]:
+        """Hand the room's lines to every member that left it and is still connected."""
+        return [chatter for chatter in self._former[room] if chatter.phase is not Phase.CLOSED]
+
+
+class KeptPartnerMatchmaker(Matchmaker):
+    """Bug: /join from a chat forgets the partner, who is never told #user_quit nor closed (§5.10)."""
+
+    def join_room(self, chatter: Chatter, name: str) -> Step:
+        """Drop the partner without a word, then join; a refused join keeps the chat."""
+        with self._changed:
+            partner = chatter.partner
+            if partner is None or self.rooms.find(name) is None:
+                return super().join_room(chatter, name)
+            chatter.partner = partner.partner = None  # the partner chats on with nobody
+            return super().join_room(chatter, name)
+
+
+class OthersCountedMatchmaker(Matchmaker):
+    """Bug: #members_ counts the other members, not the asker, though the asker is listed (§5.11)."""
+
+    def members(self, chatter: Chatter) -> Step:
+        """List the members as usual, then count one fewer."""
+        with self._changed:
+            step = super().members(chatter)
+            recount(chatter, Notice.MEMBERS, lambda counted, shown: counted - 1)
+            return step
+
+
+class CaseSensitiveRooms(Rooms):
+    """Bug: a room is found only by its name exactly as created, case and all (§3.2)."""
+
+    def find(self, name: str) -> Optional[Room]:
+        """Find the room only if ``name`` is spelled as its creator spelled it."""
+        room = super().find(name)
+        return room if room is not None and room.name == name else None
 
 
 class Bug(NamedTuple):
@@ -171,6 +276,7 @@ class Bug(NamedTuple):
     handler: type = ChatHandler
     matchmaker: type = Matchmaker
     max_line: int = protocol.MAX_LINE_OCTETS
+    rooms: type = Rooms
 
 
 BUGS = {
@@ -191,6 +297,15 @@ DIRECTORY_BUGS = {
     "list counts only the names shown": Bug(matchmaker=ShownCountMatchmaker),
 }
 
+#: The planted bugs of rooms (:mod:`mechat.conform.rooms`), kept apart as DIRECTORY_BUGS are.
+ROOM_BUGS = {
+    "room line echoed to its sender": Bug(matchmaker=RoomEchoMatchmaker),
+    "room line to a member who left": Bug(matchmaker=FormerMemberMatchmaker),
+    "/join leaves the partner chatting": Bug(matchmaker=KeptPartnerMatchmaker),
+    "#members_ counts the others only": Bug(matchmaker=OthersCountedMatchmaker),
+    "room names compared case-sensitively": Bug(rooms=CaseSensitiveRooms),
+}
+
 
 class BuggyServer(ChatServer):
     """A ChatServer whose handler and matchmaker carry a planted bug."""
@@ -198,7 +313,8 @@ class BuggyServer(ChatServer):
     def __init__(self, bug: Bug) -> None:
         limits = Limits(max_rate=0, max_line=bug.max_line)
         super().__init__(("127.0.0.1", 0), limits, bug.handler)
-        self.matchmaker = bug.matchmaker(limits.max_clients)  # no client has connected yet
+        rooms = bug.rooms(limits.max_rooms, limits.max_members)
+        self.matchmaker = bug.matchmaker(limits.max_clients, rooms)  # no client has connected yet
 
 
 @contextlib.contextmanager

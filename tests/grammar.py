@@ -31,7 +31,7 @@ PROSE_PATH = SPEC / "protocol.md"
 #: The rules that no other rule uses; mechat.abnf lists them in its header.
 START_RULES = frozenset(
     {"framed-line", "line-octets", "nickname-phase-line", "chat-phase-line", "server-line"}
-    | {"server-line-octets"}
+    | {"server-line-octets", "room-phase-line"}
 )
 
 #: The RFC 5234 Appendix B core rules, which the grammar uses but never defines.

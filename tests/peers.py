@@ -161,3 +161,23 @@ def expect_refused(sender: Peer, partner: Peer, line: Union[str, bytes], refusal
     sender.send(line, "after")
     sender.expect(refusal)
     partner.expect("after")
+
+
+def in_room(port: int, room: str, *nicknames: str) -> List[Peer]:
+    """Connect a peer for each nickname, one after another, into ``room``, which the first creates (§5.10).
+
+    Each newcomer waits alone first (everyone before it is in the room, not
+    the queue), then joins; every member already there is told it entered.
+    """
+    members: List[Peer] = []
+    for nickname in nicknames:
+        peer = waiting(port, nickname)
+        if not members:
+            peer.send("/create " + room)
+            peer.expect("#room_created_" + room)
+        peer.send("/join " + room)
+        peer.expect("#joined_" + room)
+        for member in members:
+            member.expect("#entered_%s_%s" % (room, nickname))
+        members.append(peer)
+    return members

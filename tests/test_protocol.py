@@ -12,6 +12,7 @@ from mechat.protocol import (
     InvalidCommand,
     InvalidMessage,
     InvalidNickname,
+    InvalidRoom,
     LineBuffer,
     LineCutter,
     Notice,
@@ -186,11 +187,25 @@ def test_too_long_line_in_chat_is_an_invalid_message() -> None:
         (b"/msg Bob #hi /you  ", Parsed(Event.DIRECT, "Bob", b"#hi /you  ")),
         (b"/msg bob \xc3\xa9", Parsed(Event.DIRECT, "bob", "é".encode())),
         (b"/all /help\tme", Parsed(Event.BROADCAST, text=b"/help\tme")),
+        (b"/create Lab-3", Parsed(Event.CREATE, room="Lab-3")),
+        (b"/create " + b"r" * 30, Parsed(Event.CREATE, room="r" * 30)),
+        (b"/rooms", Parsed(Event.ROOMS, pattern="*")),
+        (b"/rooms lab-?", Parsed(Event.ROOMS, pattern="lab-?")),
+        (b"/join lab-3", Parsed(Event.JOIN, room="lab-3")),
+        (b"/members", Parsed(Event.MEMBERS)),
+        (b"/leave", Parsed(Event.LEAVE)),
     ],
 )
 def test_commands(raw: bytes, parsed: Parsed) -> None:
-    """§5.1-§5.2, §5.4-§5.7: each command, exactly, with what it carries."""
+    """§5.1-§5.2, §5.4-§5.12: each command, exactly, with what it carries."""
     assert parse_line(Phase.CHATTING, raw) == parsed
+
+
+def test_next_is_refused_in_a_room() -> None:
+    """§5.7: /leave, not /next, goes back to pairing from a room."""
+    with pytest.raises(InvalidCommand):
+        parse_line(Phase.IN_ROOM, b"/next")
+    assert parse_line(Phase.IN_ROOM, b"/leave") == Parsed(Event.LEAVE)
 
 
 @pytest.mark.parametrize(
@@ -220,6 +235,18 @@ def test_commands(raw: bytes, parsed: Parsed) -> None:
         (b"/all", InvalidCommand),  # §5.6: a text
         (b"/all ", InvalidCommand),
         (b"/all\thi", InvalidCommand),
+        (b"/create", InvalidRoom),  # §3.2: a room name is 1 to 30 letters, digits and "-"
+        (b"/create ", InvalidRoom),
+        (b"/create lab_3", InvalidRoom),
+        (b"/create lab 3", InvalidRoom),
+        (b"/create " + b"r" * 31, InvalidRoom),
+        (b"/join", InvalidRoom),
+        (b"/join caf\xc3\xa9", InvalidRoom),
+        (b"/Join lab", InvalidCommand),
+        (b"/rooms ", InvalidCommand),  # §5.9: a pattern, as /who's
+        (b"/rooms a b", InvalidCommand),
+        (b"/members lab", InvalidCommand),  # §5.11, §5.12: nothing follows
+        (b"/leave now", InvalidCommand),
         (b"/nickname", InvalidNickname),  # §5.2: the name is missing
         (b"/nickname ", InvalidNickname),
         (b"/nickname  bob", InvalidNickname),
@@ -233,7 +260,7 @@ def test_bad_commands(raw: bytes, error: type) -> None:
         parse_line(Phase.CHATTING, raw)
 
 
-@pytest.mark.parametrize("raw", [b"/nickname bob", b"/next", b"/QUIT"])
+@pytest.mark.parametrize("raw", [b"/nickname bob", b"/next", b"/QUIT", b"/create lab", b"/leave"])
 def test_nickname_phase_allows_only_quit(raw: bytes) -> None:
     """§7.1: in the nickname phase every command but /quit is an invalid command."""
     with pytest.raises(InvalidCommand):
@@ -268,12 +295,35 @@ def test_nickname_notices_round_trip(name: Notice) -> None:
     assert parse_notice(line[:-1].decode()) == (name, "bob-1", "")
 
 
-@pytest.mark.parametrize("name", protocol.NOTICES_WITH_TEXT)
+@pytest.mark.parametrize("name", [Notice.FROM, Notice.ALL_FROM])
 def test_text_notices_round_trip(name: Notice) -> None:
     """§5.5, §5.6: the sender's nickname, one SP, then the text as sent, "#" and "/" and spaces included."""
     line = notice(name, "bob-1", "#hi  /there é".encode())
     assert line == (name.value + "bob-1 #hi  /there é\n").encode()
     assert parse_notice(line[:-1].decode()) == (name, "bob-1", "#hi  /there é")
+
+
+@pytest.mark.parametrize("name", protocol.NOTICES_WITH_ROOM)
+def test_room_notices_round_trip(name: Notice) -> None:
+    """§3.2, §6: a notice about a room ends with the room's name."""
+    line = notice(name, "Lab-3")
+    assert parse_notice(line[:-1].decode()) == (name, "Lab-3", "")
+
+
+@pytest.mark.parametrize("name", protocol.NOTICES_WITH_MEMBER)
+def test_member_notices_split_at_the_first_underscore(name: Notice) -> None:
+    """§3.2, §6: a room name has no "_", so ROOM_NICK splits one way even when NICK has one."""
+    line = notice(name, "Lab-3_bob_1")
+    assert parse_notice(line[:-1].decode()) == (name, "Lab-3_bob_1", "")
+    assert parse_notice(line[:-1].decode()).argument.split("_", 1) == ["Lab-3", "bob_1"]
+
+
+def test_a_room_line_and_a_rename_round_trip() -> None:
+    """§7.6: #in_ROOM_SENDER then a message; #renamed_ROOM_OLD then the new nickname."""
+    line = notice(Notice.IN, "lab_bob", "hi  /there é".encode())
+    assert parse_notice(line[:-1].decode()) == (Notice.IN, "lab_bob", "hi  /there é")
+    line = notice(Notice.RENAMED, "lab_bob", b"robert")
+    assert parse_notice(line[:-1].decode()) == (Notice.RENAMED, "lab_bob", "robert")
 
 
 def test_a_list_is_sorted_in_any_case_and_counts_every_match() -> None:
@@ -314,6 +364,12 @@ def test_notice_refuses_a_wrong_argument(name: Notice, argument: str, text: byte
         "#from_bob",
         "#online_01",
         "#online_2 a ",
+        "#joined_lab_3",
+        "#in_lab bob hi",
+        "#in_lab_bob #hi",
+        "#entered_lab_",
+        "#rooms_1 a_b",
+        "#renamed_lab_bob two words",
     ],
 )
 def test_parse_notice_refuses_non_notices(line: str) -> None:
@@ -331,8 +387,12 @@ def test_state_table_has_a_cell_for_every_line_in_every_open_phase() -> None:
         Phase.NICKNAME: [Event.NICKNAME, Event.INVALID_NICKNAME, Event.INVALID_COMMAND, Event.QUIT],
         Phase.WAITING: [Event.MESSAGE, Event.RENAME, Event.INVALID_MESSAGE, Event.INVALID_NICKNAME],
         Phase.CHATTING: [Event.MESSAGE, Event.RENAME, Event.INVALID_MESSAGE, Event.INVALID_NICKNAME],
+        Phase.IN_ROOM: [Event.MESSAGE, Event.RENAME, Event.INVALID_MESSAGE, Event.INVALID_NICKNAME],
     }
-    always = [Event.RATE_LIMITED, Event.HANG_UP, Event.SHUTDOWN]
+    rooms = [Event.CREATE, Event.ROOMS, Event.JOIN, Event.JOIN_REFUSED, Event.MEMBERS, Event.LEAVE]
+    for phase in (Phase.WAITING, Phase.CHATTING, Phase.IN_ROOM):
+        line_events[phase] += [*rooms, Event.INVALID_ROOM, Event.WHO, Event.DIRECT, Event.BROADCAST]
+    always = [Event.RATE_LIMITED, Event.HANG_UP, Event.SHUTDOWN, Event.DROPPED]
     for phase, events in line_events.items():
         for event in events + always:
             assert (phase, event) in TRANSITIONS, (phase, event)

@@ -35,7 +35,11 @@ IMPLEMENTED_BY_SHAPE = {
     "msg-command": "parse_command splits at the first two SPs (§5.5)",
     "all-command": "parse_command splits at the first SP (§5.6)",
     "nickname-phase-line": "parse_line in Phase.NICKNAME (§7.1)",
-    "chat-phase-line": "parse_line in the other phases (§7.2, §7.3)",
+    "chat-phase-line": "parse_line while waiting or chatting (§7.2, §7.3)",
+    "room-phase-line": "parse_line in Phase.IN_ROOM, which refuses /next (§7.6)",
+    "create-command": "parse_command splits at the first SP (§5.8)",
+    "rooms-command": "parse_command splits at the first SP, as for /who (§5.9)",
+    "join-command": "parse_command splits at the first SP (§5.10)",
     "nickname-command": "parse_command splits at the first SP (§5.2)",
     "UTF8-2": "the strict UTF-8 decoder (§2.4)",
     "UTF8-3": "the strict UTF-8 decoder (§2.4)",
@@ -153,24 +157,37 @@ def test_every_notice_is_a_grammar_rule_and_an_alternative_of_notice() -> None:
     assert alternatives == {name.lower().replace("_", "-") for name in Notice.__members__}
     for name in Notice:
         rule = name.name.lower().replace("_", "-")
-        argument = (
-            "7"
-            if name in protocol.NOTICES_WITH_COUNT
-            else "bob"
-            if name in protocol.NOTICES_WITH_ARGUMENT
-            else ""
-        )
-        text = b"#hi /x" if name in protocol.NOTICES_WITH_TEXT else b""
+        argument, text = example_argument(name, "bob"), example_text(name, b"#hi /x")
         line = protocol.notice(name, argument, text)[:-1]
         assert valid(rule, line) and valid("server-line", line), line
         wrong = (
             line + b"\x01"
             if text
             else line + b" x"
-            if argument and name is not Notice.ONLINE
+            if argument and name not in (Notice.ONLINE, Notice.ROOMS, Notice.MEMBERS)
             else line.upper()
         )
         assert not matches(rule, wrong), line
+
+
+def example_argument(name: Notice, nickname: str) -> str:
+    """Return an argument that ``name``'s rule allows: a count, a room, ROOM_NICK or a nickname."""
+    if name in protocol.NOTICES_WITH_COUNT:
+        return "7"
+    if name in protocol.NOTICES_WITH_ROOM:
+        return "Lab-3"
+    if name in protocol.NOTICES_WITH_MEMBER or name in (Notice.IN, Notice.RENAMED):
+        return "Lab-3_" + nickname
+    return nickname if name in protocol.NOTICES_WITH_ARGUMENT else ""
+
+
+def example_text(name: Notice, text: bytes) -> bytes:
+    """Return what may follow ``name``'s argument: ``text``, a new nickname, or nothing."""
+    if name is Notice.RENAMED:
+        return b"robert"
+    if name is Notice.IN:
+        return b"hi " + text  # a message may not start with "#" (§4)
+    return text if name in protocol.NOTICES_WITH_TEXT else b""
 
 
 def leading_literal(rule: str) -> Tuple[str, bool]:
@@ -206,14 +223,8 @@ def test_no_line_matches_two_notice_rules() -> None:
 @pytest.mark.parametrize("name", list(Notice), ids=[name.name for name in Notice])
 def test_each_notice_matches_its_own_rule_and_no_other(name: Notice) -> None:
     """§6: what notice() makes matches its own rule, and, as the proof above says, no other."""
-    argument = (
-        "7"
-        if name in protocol.NOTICES_WITH_COUNT
-        else "Bob"
-        if name in protocol.NOTICES_WITH_ARGUMENT
-        else ""
-    )
-    line = protocol.notice(name, argument, b"#x /y" if name in protocol.NOTICES_WITH_TEXT else b"")[:-1]
+    argument, text = example_argument(name, "Bob"), example_text(name, b"#x /y")
+    line = protocol.notice(name, argument, text)[:-1]
     rules = grammar.definitions()["notice"].split(" / ")
     assert [rule for rule in rules if matches(rule, line)] == [name.name.lower().replace("_", "-")]
 
@@ -240,7 +251,7 @@ def check_client_row(rows: List[examples.Row], index: int, phase: Phase) -> None
     line = rows[index].line
     assert line is not None
     refused = (reply_to(rows, index) or b"").startswith(REFUSALS)
-    rule = "nickname-phase-line" if phase is Phase.NICKNAME else "chat-phase-line"
+    rule = phase_rule(phase)
     assert valid(rule, line) is not refused, f"{line[:40]!r} under {rule}"
     try:
         parse_line(phase, line if matches("line-octets", line) else TOO_LONG)
@@ -267,6 +278,8 @@ def check_session(rows: List[examples.Row]) -> int:
         assert row.client in partnered or matches("notice", row.line), "relayed before #matched_to_"
         if row.line == b"#wait" or row.line.startswith(b"#matched_to_"):
             phases[row.client] = Phase.WAITING
+        if row.line.startswith(b"#joined_"):
+            phases[row.client] = Phase.IN_ROOM
         if row.line.startswith(b"#matched_to_"):
             partnered.add(row.client)
     return checked
@@ -393,7 +406,7 @@ def test_the_state_table_covers_every_event_and_phase() -> None:
 def test_the_state_table_agrees_with_transitions_cell_for_cell(event: Event) -> None:
     """Each cell of §7.5 is TRANSITIONS' reply and next phase, or "—" where it has none."""
     cells = state_table()[event.value]
-    for phase in (Phase.NICKNAME, Phase.WAITING, Phase.CHATTING):
+    for phase in (Phase.NICKNAME, Phase.WAITING, Phase.CHATTING, Phase.IN_ROOM):
         cell = cells[phase.name].replace("`", "")
         transition = protocol.TRANSITIONS.get((phase, event))
         if transition is None:

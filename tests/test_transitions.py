@@ -22,10 +22,10 @@ from mechat.flood import TokenBucket
 from mechat.protocol import TRANSITIONS, Event, Phase
 from mechat.server import ChatHandler, ChatServer
 from tests.conftest import Cell, StartServer
-from tests.peers import Peer, meet, pair, waiting
+from tests.peers import Peer, in_room, meet, pair, waiting
 from tests.test_hardening import DROP_DEADLINE, FakeClock, SmallSendBuffer, send_until_refused
 
-N, W, C = Phase.NICKNAME, Phase.WAITING, Phase.CHATTING
+N, W, C, R = Phase.NICKNAME, Phase.WAITING, Phase.CHATTING, Phase.IN_ROOM
 Scenario = Callable[[StartServer], None]
 
 #: Each cell's scenario; filled in by @scenario below.
@@ -78,8 +78,13 @@ def paired(server: ChatServer) -> List[Peer]:
     return pair(server.port)
 
 
+def in_the_lab(server: ChatServer) -> List[Peer]:
+    """Connect alice and bob, in room lab (alice made it)."""
+    return in_room(server.port, "lab", "alice", "bob")
+
+
 #: How to bring clients to each phase; the event happens to the first of them.
-REACH = {N: naming, W: queued, C: paired}
+REACH = {N: naming, W: queued, C: paired, R: in_the_lab}
 
 
 def still_in(phase: Phase, peers: List[Peer]) -> None:
@@ -90,6 +95,11 @@ def still_in(phase: Phase, peers: List[Peer]) -> None:
     elif phase is W:
         peers[0].send("anyone?")  # a message goes nowhere
         peers[0].expect("#wait")
+    elif phase is R:
+        for sender, member in (peers, reversed(peers)):  # a line reaches the other member, as #in_
+            sender.send("in the room")
+            line = member.read_line()
+            assert line.startswith(b"#in_") and line.endswith(b" in the room"), line
     else:
         peers[0].send("to bob")  # a line goes each way
         peers[1].expect("to bob")
@@ -112,6 +122,8 @@ def left_nothing_behind(server: ChatServer, phase: Phase, peers: List[Peer]) -> 
     if phase is C:
         peers[1].expect("#user_quit", timeout=DROP_DEADLINE)
         peers[1].expect_closed()
+    if phase is R:
+        peers[1].expect("#exited_lab_alice", timeout=DROP_DEADLINE)
 
 
 # -- Lines answered in the phase they came in ---------------------------------
@@ -134,6 +146,28 @@ ANSWERED = {
     (C, Event.INVALID_MESSAGE): ("#not yours", "#invalid_message"),
     (C, Event.INVALID_COMMAND): ("/whom", "#invalid_command"),
     (C, Event.WHO): ("/who ?o*", "#online_1 bob"),
+    (W, Event.INVALID_ROOM): ("/create no_underscores", "#invalid_room"),
+    (W, Event.CREATE): ("/create Lab", "#room_created_Lab"),
+    (W, Event.ROOMS): ("/rooms", "#rooms_0"),
+    (W, Event.JOIN_REFUSED): ("/join nowhere", "#no_such_room_nowhere"),
+    (W, Event.MEMBERS): ("/members", "#not_in_room"),
+    (W, Event.LEAVE): ("/leave", "#not_in_room"),
+    (C, Event.INVALID_ROOM): ("/join", "#invalid_room"),
+    (C, Event.CREATE): ("/create lab-2", "#room_created_lab-2"),
+    (C, Event.ROOMS): ("/rooms x*", "#rooms_0"),
+    (C, Event.JOIN_REFUSED): ("/join Nowhere", "#no_such_room_Nowhere"),
+    (C, Event.MEMBERS): ("/members", "#not_in_room"),
+    (C, Event.LEAVE): ("/leave", "#not_in_room"),
+    (R, Event.INVALID_NICKNAME): ("/nickname has space", "#invalid_nickname"),
+    (R, Event.INVALID_MESSAGE): ("#not yours", "#invalid_message"),
+    (R, Event.INVALID_COMMAND): ("/next", "#invalid_command"),  # §5.7: /leave goes back to pairing
+    (R, Event.INVALID_ROOM): ("/join lab!", "#invalid_room"),
+    (R, Event.NICKNAME_TAKEN): ("/nickname BOB", "#nickname_taken"),
+    (R, Event.WHO): ("/who", "#online_2 alice bob"),
+    (R, Event.CREATE): ("/create LAB", "#room_exists_lab"),  # spelled as created (§5.8)
+    (R, Event.ROOMS): ("/rooms L*", "#rooms_1 lab"),
+    (R, Event.JOIN_REFUSED): ("/join nowhere", "#no_such_room_nowhere"),
+    (R, Event.MEMBERS): ("/members", "#members_2 alice bob"),
 }
 
 
@@ -150,21 +184,30 @@ def answered(phase: Phase, line: str, reply: str) -> Scenario:
 
 
 class Rationed(ChatHandler):
-    """A handler whose flood control runs on the test's clock: one line, then one more a tick."""
+    """A handler whose flood control runs on the test's clock: ``lines`` lines, then as many more a tick."""
 
     clock = FakeClock()
+    lines = 1
 
     def setup(self) -> None:
-        """Prepare as usual, with a bucket of one token that the test refills."""
+        """Prepare as usual, with a bucket of ``lines`` tokens that the test refills."""
         super().setup()
-        self.flood = TokenBucket(1, clock=Rationed.clock)
+        self.flood = TokenBucket(Rationed.lines, clock=Rationed.clock)
+
+
+#: Lines a client sends to reach each phase, at most: its nickname, and in a room /create and /join.
+LINES_TO_REACH = {N: 1, W: 1, C: 1, R: 3}
 
 
 def over_the_rate(phase: Phase) -> Scenario:
     """Make the scenario of a line over the rate in ``phase``: refused, and the phase stays (§9.5)."""
 
     def run(start_server: StartServer) -> None:
-        peers = REACH[phase](start_server(Rationed))  # each has sent its one line
+        Rationed.lines = LINES_TO_REACH[phase]
+        peers = REACH[phase](start_server(Rationed))  # each has sent its lines
+        if phase is R:
+            peers[1].send("/who")  # bob, who made no room, spends his third token
+            peers[1].expect("#online_2 alice bob")
         peers[0].send("alice")
         peers[0].expect("#rate_limited")
         Rationed.clock.now += 1  # one more line each
@@ -235,7 +278,7 @@ def dropped(phase: Phase, line: bytes) -> Scenario:
 
 for _cell, (_line, _reply) in ANSWERED.items():
     scenario(*_cell)(answered(_cell[0], _line, _reply))
-for _phase in (N, W, C):
+for _phase in (N, W, C, R):
     scenario(_phase, Event.RATE_LIMITED)(over_the_rate(_phase))
     scenario(_phase, Event.QUIT)(ending(_phase, quit))
     scenario(_phase, Event.HANG_UP)(ending(_phase, hang_up))
@@ -380,3 +423,81 @@ def next_while_chatting(start_server: StartServer) -> None:
     bob.expect_closed()
     alice.expect("#wait")  # bob is gone: never matched again
     meet(server.port, alice, "alice", "carol")
+
+
+# -- Protocol 2: rooms (§5.8-§5.12, §7.6) ----------------------------------------
+
+
+@scenario(W, Event.JOIN)
+def join_from_the_queue(start_server: StartServer) -> None:
+    server = start_server()
+    [bob] = in_room(server.port, "lab", "bob")
+    alice = waiting(server.port, "alice")  # bob is in a room, not the queue
+    alice.send("/join LAB")
+    alice.expect("#joined_lab")
+    bob.expect("#entered_lab_alice")
+    alone_in_the_queue(server)  # alice has left the queue
+    still_in(R, [alice, bob])
+
+
+@scenario(C, Event.JOIN)
+def join_from_a_pair(start_server: StartServer) -> None:
+    server = start_server()
+    alice, bob = pair(server.port)
+    [carol] = in_room(server.port, "lab", "carol")
+    alice.send("/join lab")
+    bob.expect("#user_quit")  # §5.10: as if alice had sent /quit
+    bob.expect_closed()
+    alice.expect("#joined_lab")
+    carol.expect("#entered_lab_alice")
+    still_in(R, [alice, carol])
+
+
+@scenario(R, Event.JOIN)
+def join_from_another_room(start_server: StartServer) -> None:
+    server = start_server()
+    alice, bob = in_the_lab(server)
+    [carol] = in_room(server.port, "den", "carol")
+    alice.send("/join den")
+    bob.expect("#exited_lab_alice")
+    carol.expect("#entered_den_alice")
+    alice.expect("#joined_den")
+    alice.send("/join DEN")  # §5.10: the room it is in: #joined_ again, and nothing else
+    alice.expect("#joined_den")
+    still_in(R, [alice, carol])
+
+
+#: The cells in a room whose event is one line of alice's, told to her and bob:
+#: the line, then what she gets, and what bob gets.
+TOLD_IN_THE_LAB = {
+    (R, Event.MESSAGE): ("hello, lab", [], ["#in_lab_alice hello, lab"]),  # never back to alice
+    (R, Event.RENAME): ("/nickname alicia", ["#nickname_changed_alicia"], ["#renamed_lab_alice alicia"]),
+    (R, Event.DIRECT): ("/msg bob #not a room line", ["#sent_to_bob"], ["#from_alice #not a room line"]),
+    (R, Event.BROADCAST): ("/all hello, server", ["#broadcast_1"], ["#all_from_alice hello, server"]),
+}
+
+
+def told_in_the_lab(line: str, hers: List[str], his: List[str]) -> Scenario:
+    """Make the scenario of alice's ``line`` in the lab: she is told ``hers``, bob ``his``, and both stay."""
+
+    def run(start_server: StartServer) -> None:
+        alice, bob = in_the_lab(start_server())
+        alice.send(line)
+        bob.expect(*his)
+        alice.expect(*hers)
+        still_in(R, [alice, bob])  # alice's next line is bob's: nothing else came to her
+
+    return run
+
+
+for _cell, (_line, _hers, _his) in TOLD_IN_THE_LAB.items():
+    scenario(*_cell)(told_in_the_lab(_line, _hers, _his))
+
+
+@scenario(R, Event.LEAVE)
+def leave_a_room(start_server: StartServer) -> None:
+    alice, bob = in_the_lab(start_server())
+    alice.send("/leave")
+    bob.expect("#exited_lab_alice")
+    alice.expect("#left_lab", "#wait")  # back to pairing, and nobody else waits
+    still_in(W, [alice])

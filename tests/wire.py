@@ -46,7 +46,7 @@ import pytest
 
 import mechat.connection
 import mechat.server
-from mechat.matchmaker import Chatter, Matchmaker
+from mechat.matchmaker import Chatter
 from mechat.protocol import LF, TOO_LONG, Event, Line, Parsed, Phase, ProtocolError, parse_line
 from tests.grammar import definitions, forget_parses, valid
 from tests.peers import Peer
@@ -61,6 +61,11 @@ RULE_OF_EVENT = {
     Event.DIRECT: "msg-command",
     Event.BROADCAST: "all-command",
     Event.NEXT: "next-command",
+    Event.CREATE: "create-command",
+    Event.ROOMS: "rooms-command",
+    Event.JOIN: "join-command",
+    Event.MEMBERS: "members-command",
+    Event.LEAVE: "leave-command",
 }
 
 #: Octets above which a line is expensive to parse; see the module docstring.
@@ -74,7 +79,9 @@ DISTINCT_PER_CHECK = 300
 
 def phase_rule(phase: Phase) -> str:
     """Return the start rule for what a client may send in ``phase`` (§7)."""
-    return "nickname-phase-line" if phase is Phase.NICKNAME else "chat-phase-line"
+    if phase is Phase.NICKNAME:
+        return "nickname-phase-line"
+    return "room-phase-line" if phase is Phase.IN_ROOM else "chat-phase-line"
 
 
 class Counts(NamedTuple):
@@ -134,7 +141,7 @@ class WireLog:
                 self._count(self._verdicts, (phase, line, event))
 
     def queue(self, chatter: Chatter, line: bytes) -> None:
-        """Note a line the server queued for a connection (wraps Matchmaker._post)."""
+        """Note a line the server queued for a connection (wraps Chatter.owe and owe_all)."""
         if isinstance(chatter, mechat.connection.Connection):  # not the Matchmaker's unit tests
             rule = "notice" if chatter.partner is None else "server-line"
             with self._lock:
@@ -150,16 +157,22 @@ class WireLog:
     @contextmanager
     def installed(self) -> Iterator["WireLog"]:
         """Hook into Peer and the server's parse_line for the duration."""
-        real_post = Matchmaker._post
+        real_owe, real_owe_all = Chatter.owe, Chatter.owe_all
 
-        def post(matchmaker: Matchmaker, chatter: Chatter, line: bytes) -> None:
+        def owe(chatter: Chatter, line: bytes) -> None:
             self.queue(chatter, line)
-            real_post(matchmaker, chatter, line)
+            real_owe(chatter, line)
+
+        def owe_all(chatter: Chatter, lines: List[bytes], octets: int) -> None:
+            for line in lines:
+                self.queue(chatter, line)
+            real_owe_all(chatter, lines, octets)
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(Peer, "recorder", self.record)
             patch.setattr(mechat.server, "parse_line", self.judge)
-            patch.setattr(Matchmaker, "_post", post)
+            patch.setattr(Chatter, "owe", owe)
+            patch.setattr(Chatter, "owe_all", owe_all)
             yield self
 
     # -- Checking (the test thread) ---------------------------------------------
