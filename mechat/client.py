@@ -15,12 +15,18 @@ So each direction gets its own thread, as in the Trio tutorial's echo client:
 
 They share one small piece of state, the phase the session is in, guarded by
 one Condition.  The reader changes it as notices arrive; the writer waits on
-it in two places: after sending a nickname, until the server has accepted or
-refused it, and while there is no partner yet, so that messages typed early
-are held and sent once a partner is found rather than refused with
-``#wait``.  Commands are never held: ``/who``, ``/msg``, ``/all`` and
-``/next`` work while waiting as well as while chatting (protocol 2).  The
-main thread only starts both and waits for the session to end.
+it after sending a nickname, until the server has accepted or refused it,
+and after sending ``/join``, until the server has let it in or not, so that
+the next prompt, and the line typed at it, go where the user then is.
+While there is no partner yet, messages typed early are held and sent once
+a partner is found rather than refused with ``#wait``.  Commands are
+never held: ``/who``, ``/msg``, ``/all``, ``/next`` and the room commands
+work while waiting as well as while chatting or in a room (protocol 2).
+The main thread only starts both and waits for the session to end.
+
+The reader keeps the prompt saying where a typed line will go (waiting,
+to the partner, to the room): it moves the session along after each
+notice, and only then shows the notice, with the new prompt under it.
 
 A session outlives one connection.  The server closes the connection when
 the partner leaves (``#user_quit``), but the person at the keyboard may want
@@ -34,26 +40,15 @@ so no two readers ever run at once.
 
 import contextlib
 import os
-import shutil
 import socket
 import sys
 import threading
-from typing import Callable, ClassVar, Dict, Iterable, Iterator, List, Optional, TextIO
+from typing import Callable, Iterable, Iterator, List, Optional, TextIO
 
 from mechat import protocol
+from mechat.keyboard import Completer, keyboard_lines
 from mechat.protocol import Notice, NoticeLine, Phase
-from mechat.screen import (
-    HELP,
-    NICKNAME_PHASE_SENTENCES,
-    OFFER,
-    SENTENCES,
-    Completer,
-    Screen,
-    enable_line_editing,
-    in_columns,
-    online_heading,
-    people,
-)
+from mechat.screen import HELP, OFFER, Place, Screen
 
 #: Seconds to wait for the server to close after we send /quit.
 QUIT_GRACE = 5.0
@@ -64,13 +59,27 @@ CONNECT_TIMEOUT = 10.0
 #: Notices after which the server closes the connection (spec §6).
 FINAL_NOTICES = (Notice.USER_QUIT, Notice.NICKNAME_TIMEOUT, Notice.SERVER_FULL, Notice.SERVER_SHUTDOWN)
 
-#: Notices whose argument is another client's nickname, worth offering at Tab.
-NOTICES_NAMING_OTHERS = (Notice.FROM, Notice.ALL_FROM, Notice.MATCHED_TO, Notice.PARTNER_RENAMED)
+#: Notices that answer a /join which let nobody in: the place stays as it was (spec §5.10).
+JOIN_REFUSALS = (
+    Notice.NO_SUCH_ROOM,
+    Notice.ROOM_FULL,
+    Notice.INVALID_ROOM,
+    Notice.INVALID_MESSAGE,  # a /join line too long to be a command
+)
+
+#: The commands that go back to finding a partner, and the phase each leaves
+#: (spec §5.7, §5.12): lines typed after one are held for the next partner.
+BACK_TO_PAIRING = {"/next": Phase.CHATTING, "/leave": Phase.IN_ROOM}
 
 
 def is_command(typed: str) -> bool:
     """Say whether a typed line is a command rather than a message (spec §5)."""
     return typed.startswith("/")
+
+
+def is_join(typed: str) -> bool:
+    """Say whether a typed line is a /join, which the server answers whatever follows (spec §5.10)."""
+    return typed.partition(" ")[0] == "/join"
 
 
 class ChatClient:
@@ -99,18 +108,21 @@ class ChatClient:
         self.nickname = ""  # as the server last accepted it
         self.proposed = ""  # the nickname sent last, accepted or not
         self.partner = ""
+        self.room = ""  # the room we are in, while the phase is IN_ROOM
         self.held: List[str] = []  # messages typed before there was a partner
         self.phase = Phase.NICKNAME
         self.nickname_pending = False  # sent a nickname, no verdict yet
+        self.joining = False  # sent /join, no verdict yet
         self.offering = False  # the partner left; the user may ask for a new one
         self.leaving = False  # we sent /quit, so the close is expected
-        # Notified by the reader whenever phase, nickname_pending or offering
-        # changes, and by the writer when it leaves or replaces the
+        # Notified by the reader whenever phase, nickname_pending, joining or
+        # offering changes, and by the writer when it leaves or replaces the
         # connection; waited on by the writer (and by run() for the end).
         self.changed = threading.Condition()
         self._send_lock = threading.Lock()  # the reader sends held lines too
         self.reader: Optional[threading.Thread] = None
         self.exit_status = 0
+        self.update_prompt()
 
     def run(self) -> int:
         """Start the reader and the writer, and return the exit status at the end."""
@@ -144,9 +156,11 @@ class ChatClient:
                 self.show_line(line)
         except OSError:
             pass
-        if self.phase is not Phase.CLOSED and not self.leaving:
-            self.screen.info("The server closed the connection.")
+        closed_early = self.phase is not Phase.CLOSED and not self.leaving
         self.set_phase(Phase.CLOSED)
+        self.update_prompt()
+        if closed_early:
+            self.screen.info("The server closed the connection.")
 
     def show_line(self, line: str) -> None:
         """Show one server line: a partner's message, or a notice in words."""
@@ -158,59 +172,25 @@ class ChatClient:
         except ValueError:
             self.screen.info("The server sent something unexpected: %r" % line)
             return
-        self.learn_nicknames(notice)
-        view = self.notice_views.get(notice.name, ChatClient.show_sentence)
-        view(self, notice)
-        self.follow(notice)
+        self.completer.learn_from(notice)
+        place = self.place()  # as the notice found the session: "bob has left" names bob
+        then = self.follow(notice)
+        self.update_prompt()
+        self.screen.notice(notice, place)
+        for sentence in then:
+            self.screen.info(sentence)
 
-    def show_sentence(self, notice: NoticeLine) -> None:
-        """Show a notice as its sentence, which may depend on the phase."""
-        sentence = SENTENCES.get(notice.name)
-        if sentence is None:  # a notice of a newer protocol than this client's
-            self.screen.info("The server sent a notice this client does not know: %s" % notice.name.value)
-            return
-        if self.phase is Phase.NICKNAME:
-            sentence = NICKNAME_PHASE_SENTENCES.get(notice.name, sentence)
+    def place(self) -> Place:
+        """Say where the session is, for the screen's sentences and prompt."""
         me = self.proposed if self.phase is Phase.NICKNAME else self.nickname
-        self.screen.info(sentence.format(nick=notice.argument, partner=self.partner or "Your partner", me=me))
+        return Place(self.phase, me, self.partner, self.room)
 
-    def show_direct(self, notice: NoticeLine) -> None:
-        """Show a direct message: ``alice → you: TEXT`` (spec §5.5)."""
-        self.screen.message(notice.argument, notice.text, to="you")
+    def update_prompt(self) -> None:
+        """Make the prompt say where a line typed now will go."""
+        self.screen.prompt = self.place().prompt()
 
-    def show_broadcast(self, notice: NoticeLine) -> None:
-        """Show a line sent to everyone: ``alice → all: TEXT`` (spec §5.6)."""
-        self.screen.message(notice.argument, notice.text, to="all")
-
-    def show_broadcast_receipt(self, notice: NoticeLine) -> None:
-        """Say how many people an /all reached (spec §5.6)."""
-        count = int(notice.argument)
-        self.screen.info("Sent to %s." % people(count) if count else "Sent to nobody: no one else is online.")
-
-    def show_online(self, notice: NoticeLine) -> None:
-        """Show a /who answer: how many match, then the names in columns that fit the terminal (spec §6.1)."""
-        names = notice.text.split()
-        width = shutil.get_terminal_size().columns - Screen.STAMP_WIDTH
-        rows = in_columns(names, width)
-        self.screen.info("\n".join([online_heading(int(notice.argument), len(names)), *rows]))
-
-    #: How each notice is shown where one sentence of SENTENCES will not do.
-    notice_views: ClassVar[Dict[Notice, Callable[["ChatClient", NoticeLine], None]]] = {
-        Notice.FROM: show_direct,
-        Notice.ALL_FROM: show_broadcast,
-        Notice.BROADCAST: show_broadcast_receipt,
-        Notice.ONLINE: show_online,
-    }
-
-    def learn_nicknames(self, notice: NoticeLine) -> None:
-        """Remember the nicknames a notice names, for Tab to complete."""
-        if notice.name in NOTICES_NAMING_OTHERS:
-            self.completer.learn([notice.argument])
-        elif notice.name is Notice.ONLINE:
-            self.completer.learn(notice.text.split())
-
-    def follow(self, notice: NoticeLine) -> None:
-        """Move the session along after a notice (spec §7)."""
+    def follow(self, notice: NoticeLine) -> List[str]:
+        """Move the session along after a notice (spec §7); return what to say after the notice itself."""
         name = notice.name
         if self.phase is Phase.NICKNAME and name in (Notice.WAIT, Notice.MATCHED_TO):
             self.nickname = self.proposed
@@ -219,47 +199,71 @@ class ChatClient:
         elif name is Notice.NICKNAME_CHANGED:
             self.nickname = notice.argument
         if name in FINAL_NOTICES:
-            self.end_connection(name)
-        elif name is Notice.MATCHED_TO:
+            return self.end_connection(name)
+        if name is Notice.MATCHED_TO:
             self.start_chatting()
+        elif name is Notice.JOINED:
+            return self.enter_room(notice.argument)
         elif name is Notice.WAIT and self.phase is Phase.NICKNAME:
             self.set_phase(Phase.WAITING)
         elif self.phase is Phase.NICKNAME:  # any other answer refuses the nickname
             self.set_phase(Phase.NICKNAME)
-            self.screen.prompt = "Nickname: "
+        elif name in JOIN_REFUSALS:
+            self.join_answered()  # if a /join is waiting: we stay where we are
+        return []
 
-    def end_connection(self, name: Notice) -> None:
+    def end_connection(self, name: Notice) -> List[str]:
         """Close the session after a final notice, or offer a new partner if the partner left."""
-        if name is Notice.USER_QUIT and self.offer_new_partner():
-            return
+        if name is Notice.USER_QUIT and self.reconnect is not None:
+            offer = self.offer_new_partner()
+            if offer:
+                return offer
         if name in (Notice.SERVER_FULL, Notice.NICKNAME_TIMEOUT):
             self.exit_status = 1
         self.set_phase(Phase.CLOSED)
+        return []
 
-    def offer_new_partner(self) -> bool:
-        """Keep the session open for a new partner, if we can reconnect and are not leaving anyway.
+    def offer_new_partner(self) -> List[str]:
+        """Keep the session open for a new partner, unless we are leaving anyway; return what to say.
 
         The connection is over either way (the server closes it after
         ``#user_quit``), so the phase is CLOSED; ``offering`` is what keeps
         run() waiting for the writer to hear the user's answer.
         """
         with self.changed:
-            if self.reconnect is None or self.leaving:
-                return False
+            if self.leaving:
+                return []
             held, self.held = self.held, []
             self.phase = Phase.CLOSED
-            self.nickname_pending = False
+            self.nickname_pending = self.joining = False
             self.offering = True
             self.changed.notify_all()
-        report_unsent(self.screen, held)
-        self.screen.info(OFFER)
-        return True
+        return [*unsent(held, "nobody joined"), OFFER]
+
+    def enter_room(self, room: str) -> List[str]:
+        """Record that we are in ``room`` (spec §5.10); return what to say about lines held for a partner.
+
+        Those lines are not sent to the room: they were written for one
+        stranger, not for everyone in it.
+        """
+        with self.changed:
+            held, self.held = self.held, []
+            self.phase, self.room, self.partner = Phase.IN_ROOM, room, ""
+            self.joining = False
+            self.changed.notify_all()
+        return unsent(held, "they were for a partner, and you went into #%s" % room)
 
     def set_phase(self, phase: Phase) -> None:
-        """Record a new phase, and that any nickname has had its answer."""
+        """Record a new phase, and that any nickname or /join has had its answer."""
         with self.changed:
             self.phase = phase
-            self.nickname_pending = False
+            self.nickname_pending = self.joining = False
+            self.changed.notify_all()
+
+    def join_answered(self) -> None:
+        """Record that any /join sent has had its answer, and the phase is as it was."""
+        with self.changed:
+            self.joining = False
             self.changed.notify_all()
 
     # -- The writer -----------------------------------------------------------
@@ -281,8 +285,6 @@ class ChatClient:
         if typed == "/quit":
             return self.leave()
         with self.changed:
-            # A server that ends the session (#server_full) answers no nickname.
-            self.changed.wait_for(lambda: not self.nickname_pending or self.phase is Phase.CLOSED)
             phase, offering = self.phase, self.offering
             if phase is Phase.WAITING and not is_command(typed):
                 self.held.append(typed)
@@ -290,11 +292,26 @@ class ChatClient:
             return self.answer_offer(typed)
         if phase is Phase.NICKNAME:
             self.send_nickname(typed)
-        elif typed == "/next" and phase is Phase.CHATTING:
-            self.leave_partner()
-        elif phase is Phase.CHATTING or (phase is Phase.WAITING and is_command(typed)):
+        elif BACK_TO_PAIRING.get(typed) is phase:
+            self.back_to_pairing(phase, typed)
+        elif is_join(typed) and phase is not Phase.CLOSED:
+            self.send_join(typed)
+        elif phase is not Phase.CLOSED and (phase is not Phase.WAITING or is_command(typed)):
             self.send_line(typed)
         return phase is not Phase.CLOSED
+
+    def wait_for_answer(self) -> None:
+        """Wait until the nickname or /join just sent has its answer, so the next prompt says where lines go.
+
+        A server that ends the session (#server_full) answers neither: CLOSED
+        ends the wait too.  The reader sets the new prompt as well, but only
+        after it has woken this thread, which might draw the old one first.
+        """
+        with self.changed:
+            self.changed.wait_for(
+                lambda: not (self.nickname_pending or self.joining) or self.phase is Phase.CLOSED
+            )
+        self.update_prompt()
 
     def answer_offer(self, typed: str) -> bool:
         """After the partner left, find a new one at Enter (or /next); ask again at anything else."""
@@ -332,21 +349,25 @@ class ChatClient:
         self.send_nickname(self.nickname)
         return True
 
-    def leave_partner(self) -> None:
-        """Send /next, and hold the messages typed from now until the next partner (spec §5.7).
+    def back_to_pairing(self, leaving: Phase, command: str) -> None:
+        """Send /next or /leave, and hold the lines typed from now until the next partner (spec §5.7, §5.12).
 
-        The phase becomes WAITING before /next goes out, under the send lock
-        as in start_chatting, so no message meant for the next partner can
-        reach the old one, or the server while it has none.
+        The phase becomes WAITING before the command goes out, under the
+        send lock as in start_chatting, so no message meant for the next
+        partner can reach the old partner or room, or the server while it
+        has none.  The server says ``#left_`` after /leave; after /next it
+        says nothing of the partner left, so the client does.
         """
         with self._send_lock:
             with self.changed:
-                if self.phase is not Phase.CHATTING:
+                if self.phase is not leaving:
                     return  # the partner left first: the reader has said so
                 self.phase = Phase.WAITING
                 self.changed.notify_all()
-            self.screen.info("You left %s; looking for a new partner…" % self.partner)
-            self._send("/next")
+            self.update_prompt()
+            if leaving is Phase.CHATTING:
+                self.screen.info("You left %s; looking for a new partner…" % self.partner)
+            self._send(command)
 
     def leave(self) -> bool:
         """Leave at /quit or Ctrl-D: say what was not sent, send /quit, and wait for the close (spec §5.1).
@@ -362,8 +383,8 @@ class ChatClient:
             self.changed.notify_all()
         if over and not offered:
             return False  # the session ended already, and said so
-        report_unsent(self.screen, held)
-        self.screen.info("Leaving.")
+        for sentence in [*unsent(held, "nobody joined"), "Leaving."]:
+            self.screen.info(sentence)
         if not offered:  # with an offer open there is no connection to tell
             self.send_line("/quit")
             self.wait_for_close()
@@ -388,8 +409,15 @@ class ChatClient:
         with self.changed:
             self.nickname_pending = True
             self.proposed = nickname
-        self.screen.prompt = ""
         self.send_line(nickname)
+        self.wait_for_answer()
+
+    def send_join(self, typed: str) -> None:
+        """Send a /join and wait for the server to let us in or not (spec §5.10)."""
+        with self.changed:
+            self.joining = True
+        self.send_line(typed)
+        self.wait_for_answer()
 
     def start_chatting(self) -> None:
         """Enter the chatting phase and send the held lines before any typed later.
@@ -417,10 +445,9 @@ class ChatClient:
             self.sock.sendall(text.encode("utf-8", "replace") + protocol.LF)
 
 
-def report_unsent(screen: Screen, held: List[str]) -> None:
-    """Say how many held lines will never be sent: they are dropped, but never silently."""
-    if held:
-        screen.info("%d line(s) were not sent: nobody joined." % len(held))
+def unsent(held: List[str], why: str) -> List[str]:
+    """Say how many held lines will never be sent, and why: they are dropped, but never silently."""
+    return ["%d line(s) were not sent: %s." % (len(held), why)] if held else []
 
 
 def server_lines(sock: socket.socket) -> Iterator[str]:
@@ -433,25 +460,6 @@ def server_lines(sock: socket.socket) -> Iterator[str]:
         for line in buffer.feed(data):
             if isinstance(line, bytes):
                 yield line.decode("utf-8", "replace")
-
-
-def keyboard_lines(
-    stream: TextIO,
-    interactive: bool,
-    prompt: Callable[[], str],
-    complete: Optional[Callable[[str, int], Optional[str]]] = None,
-) -> Iterator[str]:
-    """Yield typed lines without their newline, until end of input (Ctrl-D)."""
-    if not interactive:
-        for line in stream:
-            yield line.rstrip("\r\n")
-        return
-    enable_line_editing(complete)
-    while True:
-        try:
-            yield input(prompt())
-        except EOFError:
-            return
 
 
 def use_color(requested: bool, out: TextIO) -> bool:
@@ -480,9 +488,7 @@ def main(host: str, port: int, nickname: Optional[str], color: bool) -> int:
             file=sys.stderr,
         )
         return 1
-    if nickname is None and interactive:
-        screen.prompt = "Nickname: "
     completer = Completer()
-    keyboard = keyboard_lines(sys.stdin, interactive, lambda: screen.prompt, completer.complete)
+    keyboard = keyboard_lines(sys.stdin, interactive, screen, completer.complete)
     client = ChatClient(sock, keyboard, screen, nickname, lambda: connect(host, port), completer)
     return client.run()

@@ -1,24 +1,28 @@
-"""The terminal side of the client: what it shows, and how you type.
+"""The terminal side of the client: what it shows.
 
-:mod:`mechat.client` speaks the protocol; this module only meets the
-person at the keyboard.  It holds the client's words (the sentence it shows
-for each notice, the help, the offer of a new partner), the
-:class:`Screen` that prints them with a time stamp without garbling a
-half-typed line, and line editing: readline's Tab completion of commands
-and nicknames (:class:`Completer`), where there is a readline.
+:mod:`mechat.client` speaks the protocol and keeps the session's state; this
+module and :mod:`mechat.keyboard` meet the person at the terminal.  This
+one holds the client's words (the sentence it shows for each notice, the
+help, the offer of a new partner, the prompt that says where a typed line
+will go) and the :class:`Screen` that shows each notice in those words,
+with a time stamp, without garbling a half-typed line.
 
-Both of the client's threads print, and readline calls the completer from
-the writer's ``input()`` while the reader learns nicknames, so the
-:class:`Screen` and the :class:`Completer` each have a lock of their own.
+The client tells the screen where the session is as a :class:`Place` (its
+phase, our nickname, the partner, the room), which is all a sentence or a
+prompt ever names besides the notice itself.
+
+Both of the client's threads print, so the :class:`Screen` has a lock of
+its own.
 """
 
 import contextlib
+import shutil
 import sys
 import threading
 import time
-from typing import Callable, Iterable, List, Optional, Set, TextIO
+from typing import Callable, ClassVar, Dict, List, NamedTuple, TextIO, Tuple
 
-from mechat.protocol import Notice
+from mechat.protocol import NOTICES_WITH_MEMBER, NOTICES_WITH_ROOM, Notice, NoticeLine, Phase
 
 #: Every command the client knows, as its usage and what it does, one line
 #: each: /help prints this table, and Tab completes its command names.
@@ -28,6 +32,11 @@ COMMANDS = (
     ("/all TEXT", "send TEXT to everyone online (by default at most once a second)"),
     ("/next", "leave your partner and look for a new one"),
     ("/nickname NEW", "change your nickname"),
+    ("/create ROOM", "make a room (1 to 30 letters, digits or -); you are not put in it"),
+    ("/rooms [PATTERN]", "list the rooms; the PATTERN works as in /who"),
+    ("/join ROOM", "leave your partner or room for ROOM: what you type then goes to everyone in it"),
+    ("/members", "list who is in your room"),
+    ("/leave", "leave your room and look for a partner"),
     ("/help", "show this list (it stays on your screen, nothing is sent)"),
     ("/quit", "leave (Ctrl-D does the same)"),
 )
@@ -47,14 +56,15 @@ def completion_of(usage: str) -> str:
 #: What Tab completes after a ``/``.
 COMMAND_COMPLETIONS = sorted(completion_of(usage) for usage, _ in COMMANDS)
 
-HELP = "Commands (Tab completes them, and nicknames):\n" + "\n".join(
-    "  %-15s %s" % (usage, what) for usage, what in COMMANDS
+HELP = "Commands (Tab completes them, nicknames, and room names after /join):\n" + "\n".join(
+    "  %-16s %s" % (usage, what) for usage, what in COMMANDS
 )
 
 #: How the client explains each notice (spec §6).  ``{nick}`` is the
-#: nickname that the notice carries; ``{partner}`` is the partner's and
-#: ``{me}`` our own.  The notices that carry a text or a count are shown by
-#: ChatClient.notice_views instead.
+#: nickname that the notice carries and ``{room}`` its room (or else ours);
+#: ``{new}`` is a renamed member's new nickname; ``{partner}`` is the
+#: partner's nickname and ``{me}`` our own.  The notices that carry a text
+#: or a list are shown by Screen.notice_views instead.
 SENTENCES = {
     Notice.WAIT: "Waiting for a partner…",
     Notice.MATCHED_TO: "You are now chatting with {nick}. Type /quit to leave.",
@@ -77,22 +87,117 @@ SENTENCES = {
     Notice.NICKNAME_TAKEN: "Someone else has that nickname; you are still {me}.",
     Notice.SENT_TO: "Sent to {nick}.",
     Notice.NO_SUCH_USER: "Nobody called {nick} is online; that message was not sent.",
+    Notice.ROOM_CREATED: "Room #{room} is made. Type /join {room} to go in.",
+    Notice.ROOM_EXISTS: "There is a room #{room} already. Type /join {room} to go in.",
+    Notice.TOO_MANY_ROOMS: "The server has as many rooms as it allows; no room was made. /rooms lists them.",
+    Notice.INVALID_ROOM: (
+        "That is not a room name: use 1 to 30 letters, digits or -, with no # in front (as in /join lab-3)."
+    ),
+    Notice.JOINED: (
+        "You are in #{room}: what you type goes to everyone in it. /members lists them, /leave leaves."
+    ),
+    Notice.ENTERED: "{nick} entered #{room}.",
+    Notice.NO_SUCH_ROOM: "There is no room #{room}. /rooms lists the rooms; /create {room} makes it.",
+    Notice.ROOM_FULL: "#{room} is full; you are where you were. Try again later.",
+    Notice.NOT_IN_ROOM: "You are not in a room. /rooms lists the rooms, and /join ROOM goes into one.",
+    Notice.LEFT: "You left #{room}.",
+    Notice.EXITED: "{nick} left #{room}.",
+    Notice.RENAMED: "{nick} is now known as {new} in #{room}.",
 }
 
-#: Sentences that say something else while a nickname is being chosen.
-#: Before a nickname is accepted, the only command is /quit (spec §7.1); a
-#: taken nickname (spec §3.1) asks for another one.
-NICKNAME_PHASE_SENTENCES = {
-    Notice.INVALID_COMMAND: "Choose a nickname first; until then the only command is /quit.",
-    Notice.NICKNAME_TAKEN: "The nickname {me} is taken. Type another nickname.",
+#: Sentences that say something else in one phase.  Before a nickname is
+#: accepted, the only command is /quit (spec §7.1); a taken nickname (spec
+#: §3.1) asks for another one.  In a room, /next is refused (spec §5.7).
+PHASE_SENTENCES = {
+    Phase.NICKNAME: {
+        Notice.INVALID_COMMAND: "Choose a nickname first; until then the only command is /quit.",
+        Notice.NICKNAME_TAKEN: "The nickname {me} is taken. Type another nickname.",
+    },
+    Phase.IN_ROOM: {
+        Notice.INVALID_COMMAND: (
+            "Unknown or incomplete command, or one for a pair: in a room, /leave takes you back to"
+            " finding a partner. /help lists the commands."
+        ),
+    },
+}
+
+#: How each list answer is headed (spec §6.1): when it is empty, when it
+#: holds one name, and when it holds ``{count}``; ``{room}`` is ours.
+LIST_HEADINGS = {
+    Notice.ONLINE: ("Nobody online matches.", "1 person online matches", "{count} people online match"),
+    Notice.ROOMS: ("No room matches.", "1 room matches", "{count} rooms match"),
+    Notice.MEMBERS: ("Nobody is in #{room}.", "1 person is in #{room}", "{count} people are in #{room}"),
+}
+
+#: The prompt in each phase: it says where a typed line will go.
+PROMPTS = {
+    Phase.NICKNAME: "Nickname: ",
+    Phase.WAITING: "{me} (waiting)> ",
+    Phase.CHATTING: "{me} → {partner}> ",
+    Phase.IN_ROOM: "{me} → #{room}> ",
+    Phase.CLOSED: "",
 }
 
 #: What the client asks once the partner has left and the connection is over.
 OFFER = "Press Enter to find a new partner, or Ctrl-D to quit."
 
+#: The notices whose argument is a room, ``_`` and a nickname (spec §6).
+MEMBER_NOTICES = (*NOTICES_WITH_MEMBER, Notice.IN, Notice.RENAMED)
+
+
+def member_of(notice: NoticeLine) -> Tuple[str, str]:
+    """Return the room and the nickname of a notice about a member: a room has no ``_`` (spec §3.2)."""
+    room, _, nickname = notice.argument.partition("_")
+    return room, nickname
+
+
+class Place(NamedTuple):
+    """Where the session is, as the client knows it: all a sentence or the prompt may name."""
+
+    phase: Phase
+    me: str = ""  # our nickname, or while the phase is NICKNAME the one proposed
+    partner: str = ""
+    room: str = ""
+
+    def prompt(self) -> str:
+        """Return the prompt that says where a line typed now will go."""
+        return PROMPTS[self.phase].format(**self._asdict())
+
+    def words_for(self, notice: NoticeLine) -> Dict[str, str]:
+        """Return what the sentence of ``notice`` may name, here."""
+        words = {"nick": notice.argument, "new": notice.text, "room": self.room, "me": self.me}
+        words["partner"] = self.partner or "Your partner"
+        if notice.name in NOTICES_WITH_ROOM:
+            words["room"] = notice.argument
+        elif notice.name in MEMBER_NOTICES:
+            words["room"], words["nick"] = member_of(notice)
+        return words
+
 
 class Screen:
-    """Where the reader shows lines: timestamps, colour, and the user's half-typed line."""
+    """Where the reader shows lines: timestamps, colour, the prompt, and the user's half-typed line.
+
+    ``prompt`` is what input() shows next.  While input() waits (``reading``),
+    each line shown is printed above the prompt, which is drawn again with
+    what was typed so far.  A new prompt shows with the next line shown:
+    the client changes it just before it shows why.  After a line of the
+    user's own that moves the session (a nickname, /join, /next, /leave)
+    the client calls input() only once it has moved, so the new prompt is
+    input()'s own.  A move from elsewhere (a partner found, renamed or
+    gone) comes while input() waits, and readline keeps the prompt it was
+    given for redraws of its own (Ctrl-L, a line that wraps) until Enter.
+
+    A local server answers a command before readline has finished drawing
+    the next prompt; a line printed in the middle of that drawing would cut
+    the prompt in two.  So where readline says when it draws (its startup
+    and pre-input hooks, which :func:`mechat.keyboard.enable_line_editing`
+    installs), a line waits for the drawing to end, and ``reading`` starts
+    only then.
+    """
+
+    #: Seconds a line to show waits for readline to draw its prompt: a
+    #: bound, should a readline ever call one hook and not the other.
+    DRAW_WAIT = 0.2
 
     BOLD_CYAN, DIM, RESET = "\x1b[1;36m", "\x1b[2m", "\x1b[0m"
     #: The width of the time stamp, "[10:02] ", that starts every line shown.
@@ -103,13 +208,46 @@ class Screen:
         self.color = color
         self.interactive = interactive
         self.prompt = ""
+        self.reading = False  # input() has drawn the prompt and waits for a line
+        self.hooked = False  # readline's hooks say when the prompt is drawn
+        self._drawing = False  # readline is drawing the prompt
         self._lock = threading.Lock()  # the reader and the writer both print
+        # Notified by prompt_drawn() when readline has drawn the prompt;
+        # waited on by show(), which would otherwise print in the middle of it.
+        self._drawn = threading.Condition(self._lock)
 
-    def message(self, nick: str, text: str, to: str = "") -> None:
+    def read_line(self) -> str:
+        """Read one line typed at the prompt; EOFError at the end of input (Ctrl-D).
+
+        Between Enter and the next input() nothing is drawn after a line
+        shown: input() draws the prompt itself, and would draw it twice.
+        """
+        with self._lock:
+            self.reading = not self.hooked  # else prompt_drawn() says when
+            prompt = self.prompt
+        try:
+            return input(prompt)
+        finally:
+            with self._lock:
+                self.reading = False
+
+    def prompt_drawing(self) -> None:
+        """Note that readline is about to draw the prompt (its startup hook)."""
+        with self._lock:
+            self._drawing = True
+
+    def prompt_drawn(self) -> None:
+        """Note that readline has drawn the prompt and waits for keys (its pre-input hook)."""
+        with self._drawn:
+            self._drawing = False
+            self.reading = True
+            self._drawn.notify_all()
+
+    def message(self, nick: str, text: str, to: str = "", room: str = "") -> None:
         """Show a message marked with its sender, and with whom it was for if not only the partner."""
         name = self.BOLD_CYAN + nick + self.RESET if self.color else nick
         sender = "%s → %s" % (name, to) if to else name
-        self.show("%s: %s" % (sender, text))
+        self.show("%s%s: %s" % ("#%s " % room if room else "", sender, text))
 
     def info(self, text: str) -> None:
         """Show a sentence from the client itself."""
@@ -122,79 +260,74 @@ class Screen:
         first, so that the time stamp stands alone at the left.
         """
         stamp = "[%s] " % time.strftime("%H:%M")
-        stamped = stamp + text.replace("\n", "\n" + " " * len(stamp))
-        if self.interactive:  # clear the prompt line, print, redraw the prompt and typed text
-            stamped = "\r\x1b[K%s\n%s%s" % (stamped, self.prompt, typed_so_far())
-        else:
-            stamped += "\n"
+        stamped = stamp + text.replace("\n", "\n" + " " * len(stamp)) + "\n"
         # Output may be gone (a closed pipe, as in `mechat chat | head`): then there is no one to tell.
-        with self._lock, contextlib.suppress(OSError, ValueError):
+        with self._drawn, contextlib.suppress(OSError, ValueError):
+            self._drawn.wait_for(lambda: not self._drawing, self.DRAW_WAIT)
+            if self.interactive:  # clear the prompt line, print, redraw the prompt and typed text
+                again = self.prompt + typed_so_far() if self.reading else ""
+                stamped = "\r\x1b[K" + stamped + again
             self.out.write(stamped)
             self.out.flush()
+
+    # -- Notices --------------------------------------------------------------
+
+    def notice(self, notice: NoticeLine, place: Place) -> None:
+        """Show a notice from the server, as the session was when it came: in words, never raw."""
+        view = self.notice_views.get(notice.name, Screen.sentence)
+        view(self, notice, place)
+
+    def sentence(self, notice: NoticeLine, place: Place) -> None:
+        """Show a notice as its sentence, which may depend on the phase."""
+        words = PHASE_SENTENCES.get(place.phase, {}).get(notice.name) or SENTENCES.get(notice.name)
+        if words is None:  # a notice of a newer protocol than this client's
+            self.info("The server sent a notice this client does not know: %s" % notice.name.value)
+            return
+        self.info(words.format(**place.words_for(notice)))
+
+    def direct(self, notice: NoticeLine, place: Place) -> None:
+        """Show a direct message: ``alice → you: TEXT`` (spec §5.5)."""
+        self.message(notice.argument, notice.text, to="you")
+
+    def broadcast(self, notice: NoticeLine, place: Place) -> None:
+        """Show a line sent to everyone: ``alice → all: TEXT`` (spec §5.6)."""
+        self.message(notice.argument, notice.text, to="all")
+
+    def broadcast_receipt(self, notice: NoticeLine, place: Place) -> None:
+        """Say how many people an /all reached (spec §5.6)."""
+        count = int(notice.argument)
+        self.info("Sent to %s." % people(count) if count else "Sent to nobody: no one else is online.")
+
+    def room_line(self, notice: NoticeLine, place: Place) -> None:
+        """Show a line said in a room: ``#lab-3 alice: TEXT`` (spec §7.6)."""
+        room, nickname = member_of(notice)
+        self.message(nickname, notice.text, room=room)
+
+    def listing(self, notice: NoticeLine, place: Place) -> None:
+        """Show a list (/who, /rooms, /members): how many, then the names in columns that fit (spec §6.1)."""
+        names = notice.text.split()
+        if notice.name is Notice.ROOMS:
+            names = ["#" + room for room in names]
+        heading = list_heading(LIST_HEADINGS[notice.name], int(notice.argument), len(names), place.room)
+        rows = in_columns(names, shutil.get_terminal_size().columns - self.STAMP_WIDTH)
+        self.info("\n".join([heading, *rows]))
+
+    #: How each notice is shown where one sentence of SENTENCES will not do.
+    notice_views: ClassVar[Dict[Notice, Callable[["Screen", NoticeLine, Place], None]]] = {
+        Notice.FROM: direct,
+        Notice.ALL_FROM: broadcast,
+        Notice.BROADCAST: broadcast_receipt,
+        Notice.IN: room_line,
+        Notice.ONLINE: listing,
+        Notice.ROOMS: listing,
+        Notice.MEMBERS: listing,
+    }
 
 
 def typed_so_far() -> str:
     """Return the text the user has typed at the prompt, where readline can tell."""
     readline = sys.modules.get("readline")
     return str(readline.get_line_buffer()) if readline else ""
-
-
-class Completer:
-    """Tab completion: a word after ``/`` is a command, any other word a nickname seen so far.
-
-    The reader learns nicknames as notices name them, while readline calls
-    :meth:`complete` in the writer's ``input()``, so the nicknames have a
-    lock of their own.  Nicknames match in any case, as the server compares
-    them (spec §3.1).
-    """
-
-    def __init__(self) -> None:
-        self._nicknames: Set[str] = set()
-        self._lock = threading.Lock()
-        self._matches: List[str] = []  # for the word readline is asking about
-
-    def learn(self, nicknames: Iterable[str]) -> None:
-        """Remember nicknames that the server has named."""
-        with self._lock:
-            self._nicknames.update(nicknames)
-
-    def candidates(self, word: str) -> List[str]:
-        """Return every completion of ``word``: commands, or known nicknames and a space, in any case."""
-        if word.startswith("/"):
-            known = COMMAND_COMPLETIONS
-        else:
-            with self._lock:
-                known = [nickname + " " for nickname in sorted(self._nicknames, key=str.lower)]
-        return [name for name in known if name.lower().startswith(word.lower())]
-
-    def complete(self, word: str, state: int) -> Optional[str]:
-        """Return the ``state``-th completion of ``word``, or None after the last (readline's protocol)."""
-        if state == 0:
-            self._matches = self.candidates(word)
-        return self._matches[state] if state < len(self._matches) else None
-
-
-def enable_line_editing(complete: Optional[Callable[[str, int], Optional[str]]] = None) -> None:
-    """Load readline, where there is one, so input() edits lines, keeps the typed text and completes at Tab.
-
-    The Python of Windows has no readline module (it needs GNU readline or
-    libedit, which Windows lacks).  There input() still works, with the
-    console's own line editing, only without Tab completion, so the client
-    goes on without it rather than asking for a package that mechat, being
-    standard library only, does not depend on.
-    """
-    try:
-        import readline
-    except ImportError:
-        return
-    if complete is None:
-        return
-    readline.set_completer(complete)
-    readline.set_completer_delims(" ")  # a nickname may hold any other visible character (spec §3)
-    if "libedit" in (readline.__doc__ or ""):  # macOS's Python: the same module over libedit
-        readline.parse_and_bind("bind ^I rl_complete")
-    else:
-        readline.parse_and_bind("tab: complete")
 
 
 def in_columns(names: List[str], width: int) -> List[str]:
@@ -207,11 +340,15 @@ def in_columns(names: List[str], width: int) -> List[str]:
     return ["".join(name.ljust(cell) for name in names[row::rows]).rstrip() for row in range(rows)]
 
 
-def online_heading(count: int, shown: int) -> str:
-    """Say how many clients matched a /who, and whether the server's list was cut (spec §6.1)."""
+def list_heading(words: Tuple[str, str, str], count: int, shown: int, room: str = "") -> str:
+    """Say how many names a list counts, and whether the server's list was cut (spec §6.1).
+
+    ``words`` are a row of :data:`LIST_HEADINGS`; ``room`` is ours.
+    """
+    none, one, many = words
     if count == 0:
-        return "Nobody online matches."
-    heading = "1 person online matches" if count == 1 else "%d people online match" % count
+        return none.format(room=room)
+    heading = (one if count == 1 else many).format(count=count, room=room)
     if shown < count:
         heading += "; the server's list stops after the first %d" % shown
     return heading + ":"

@@ -20,7 +20,7 @@ from typing import IO, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
-from mechat import client, screen
+from mechat import client, keyboard, protocol, screen
 from mechat.client import ChatClient
 from mechat.screen import Screen
 from mechat.server import ChatServer
@@ -45,8 +45,8 @@ class RecordingScreen(Screen):
     def expect(self, *fragments: str) -> None:
         """Fail unless the next lines shown contain these fragments, in order.
 
-        A line that starts with ``#`` fails too: the user sees sentences,
-        never a raw notice.
+        A line that is a notice fails too: the user sees sentences, never a
+        raw notice.  (A line said in a room starts with ``#`` and its room.)
         """
         for fragment in fragments:
             try:
@@ -54,7 +54,16 @@ class RecordingScreen(Screen):
             except queue.Empty:
                 raise AssertionError("nothing shown; expected %r" % fragment) from None
             assert fragment in line, "expected %r, shown %r" % (fragment, line)
-            assert not line.startswith("#"), "a raw notice was shown: %r" % line
+            assert not is_notice(line), "a raw notice was shown: %r" % line
+
+
+def is_notice(line: str) -> bool:
+    """Say whether a line shown is a notice as the server sent it (§6)."""
+    try:
+        protocol.parse_notice(line)
+    except ValueError:
+        return False
+    return True
 
 
 class Keyboard:
@@ -328,6 +337,11 @@ def test_help_is_answered_locally_and_lists_every_command(server: ChatServer) ->
         "/all TEXT",
         "/next",
         "/nickname NEW",
+        "/create ROOM",
+        "/rooms [PATTERN]",
+        "/join ROOM",
+        "/members",
+        "/leave",
         "/help",
         "/quit",
     ):
@@ -496,8 +510,9 @@ def test_tab_completes_commands_and_nicknames_learned_from_notices(server: ChatS
     complete = alice.client.completer.complete
     assert [complete("/n", state) for state in range(3)] == ["/next", "/nickname ", None]
     assert complete("/wh", 0) == "/who"  # no space: "/who " would be refused (§5.3)
-    assert complete("/m", 0) == "/msg "  # a space, for the nickname that must follow
-    assert [complete("/", state) for state in range(8)] == [*screen.COMMAND_COMPLETIONS, None]
+    assert complete("/ms", 0) == "/msg "  # a space, for the nickname that must follow
+    everything = [complete("/", state) for state in range(len(screen.COMMANDS) + 1)]
+    assert everything == [*screen.COMMAND_COMPLETIONS, None]
     for typed, nickname in [("bo", "bob"), ("r", "Robert"), ("C", "carol"), ("d", "dave"), ("e", "erin")]:
         assert complete(typed, 0) == nickname + " ", typed
         assert complete(typed, 1) is None
@@ -508,23 +523,49 @@ def test_tab_completes_commands_and_nicknames_learned_from_notices(server: ChatS
 
 
 def test_line_editing_installs_the_completer() -> None:
-    """Where readline exists, Tab calls the client's completer, and only a space ends a word."""
+    """Where readline exists, Tab calls the client's completer, only a space ends a word, and readline
+    tells the screen when it draws the prompt."""
     readline = pytest.importorskip("readline")
     before, delimiters = readline.get_completer(), readline.get_completer_delims()
-    completer = screen.Completer()
+    completer = keyboard.Completer()
+    shown = Screen(io.StringIO(), color=False, interactive=True)
     try:
-        screen.enable_line_editing(completer.complete)
+        keyboard.enable_line_editing(completer.complete, shown)
         assert readline.get_completer() == completer.complete
         assert readline.get_completer_delims() == " "
+        assert shown.hooked or not hasattr(readline, "set_pre_input_hook")
     finally:
         readline.set_completer(before)
         readline.set_completer_delims(delimiters)
+        readline.set_startup_hook()  # no argument: no hook
+        if hasattr(readline, "set_pre_input_hook"):
+            readline.set_pre_input_hook()
+
+
+def test_a_line_shown_while_readline_draws_the_prompt_waits_and_draws_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A line shown between readline's startup hook and its pre-input hook is printed once the prompt is
+    whole, with the prompt drawn again under it, never in the middle of it."""
+    out = io.StringIO()
+    shown = Screen(out, color=False, interactive=True)
+    shown.prompt, shown.hooked = "> ", True
+    monkeypatch.setattr(screen, "typed_so_far", lambda: "")
+    monkeypatch.setattr("builtins.input", lambda prompt: "reading" if shown.reading else "not yet")
+    assert shown.read_line() == "not yet"  # with the hooks, only prompt_drawn() says the prompt is up
+    shown.prompt_drawing()
+    drawer = threading.Thread(target=shown.prompt_drawn)
+    drawer.start()
+    shown.info("an answer")
+    drawer.join(TIMEOUT)
+    assert shown.reading
+    assert out.getvalue().endswith("an answer\n> "), out.getvalue()
 
 
 def test_without_readline_the_client_still_reads_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     """Windows has no readline: line editing is skipped, and input() is read as before."""
     monkeypatch.setitem(sys.modules, "readline", None)  # `import readline` now raises ImportError
-    screen.enable_line_editing(screen.Completer().complete)
+    keyboard.enable_line_editing(keyboard.Completer().complete)
     assert screen.typed_so_far() == ""
     typed = iter(["alice"])
 
@@ -535,23 +576,32 @@ def test_without_readline_the_client_still_reads_lines(monkeypatch: pytest.Monke
             raise EOFError from None
 
     monkeypatch.setattr("builtins.input", fake_input)
-    completer = screen.Completer()
-    assert list(client.keyboard_lines(io.StringIO(), True, lambda: "> ", completer.complete)) == ["alice"]
+    completer = keyboard.Completer()
+    shown = Screen(io.StringIO(), color=False, interactive=True)
+    assert list(keyboard.keyboard_lines(io.StringIO(), True, shown, completer.complete)) == ["alice"]
+    assert not shown.hooked
 
 
 # -- The screen --------------------------------------------------------------------
 
 
 def test_screen_stamps_colours_and_redraws_the_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An incoming line clears the prompt line, prints, and redraws the prompt and typed text."""
+    """An incoming line clears the prompt line, prints, and redraws the prompt and typed text.
+
+    Between Enter and the next input() no prompt is drawn: input() draws it.
+    """
     out = io.StringIO()
     shown = Screen(out, color=True, interactive=True)
     shown.prompt = "> "
     monkeypatch.setattr(screen, "typed_so_far", lambda: "half-typ")
+    shown.reading = True  # as while input() waits
     shown.message("bob", "hello")
     text = out.getvalue()
     assert text.startswith("\r\x1b[K[")
-    assert Screen.BOLD_CYAN + "bob" + Screen.RESET + ": hello\n> half-typ" in text
+    assert text.endswith(Screen.BOLD_CYAN + "bob" + Screen.RESET + ": hello\n> half-typ")
+    shown.reading = False
+    shown.message("bob", "again")
+    assert out.getvalue().endswith(Screen.RESET + ": again\n")
 
 
 def test_screen_stamps_direct_messages_broadcasts_and_blocks() -> None:
@@ -593,17 +643,21 @@ def test_colour_respects_no_color_and_pipes(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_keyboard_lines_from_a_pipe_and_from_input(monkeypatch: pytest.MonkeyPatch) -> None:
     """Piped lines lose their newline; interactive input ends at Ctrl-D (EOFError)."""
-    assert list(client.keyboard_lines(io.StringIO("a\r\nb\n"), False, lambda: "")) == ["a", "b"]
+    monkeypatch.setitem(sys.modules, "readline", None)  # no line editing: this test reads lines only
+    shown = Screen(io.StringIO(), color=False, interactive=True)
+    assert list(keyboard.keyboard_lines(io.StringIO("a\r\nb\n"), False, shown)) == ["a", "b"]
     typed = iter(["x", "y"])
 
     def fake_input(prompt: str) -> str:
+        assert prompt == "> ", prompt  # the screen's prompt, as it is when input() starts
         try:
             return next(typed)
         except StopIteration:
             raise EOFError from None
 
     monkeypatch.setattr("builtins.input", fake_input)
-    assert list(client.keyboard_lines(io.StringIO(), True, lambda: "> ")) == ["x", "y"]
+    shown.prompt = "> "
+    assert list(keyboard.keyboard_lines(io.StringIO(), True, shown)) == ["x", "y"]
 
 
 def test_typed_so_far_is_text() -> None:
