@@ -233,6 +233,7 @@ def test_bad_options_are_one_line_errors_with_exit_2(tmp_path: Path) -> None:
     assert missing.stderr.splitlines()[-1].startswith("mechat conform: error: cannot read ")
     feature = run_command("--list", "--features", "core,telepathy")
     assert feature.stderr.splitlines()[-1] == (
-        "mechat conform: error: unknown feature 'telepathy'; the features are core, directory"
+        "mechat conform: error: unknown feature 'telepathy';"
+        " the features are core, directory, rooms, room-limits"
     )
     assert "Traceback" not in unknown.stderr + missing.stderr + feature.stderr + unwritable.stderr

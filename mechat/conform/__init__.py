@@ -15,7 +15,8 @@ A run goes like this, one module per step:
 2. :mod:`~mechat.conform.runner` runs every check of the chosen features
    (:mod:`~mechat.conform.registry`; protocol 1's are in
    :mod:`~mechat.conform.core`, protocol 2's named users in
-   :mod:`~mechat.conform.directory`), each in a fresh session of
+   :mod:`~mechat.conform.directory` and its rooms in
+   :mod:`~mechat.conform.rooms`), each in a fresh session of
    :mod:`~mechat.conform.clients`, and skips those that need a basic step
    that failed;
 3. a wrong reply is explained by :mod:`~mechat.conform.diagnose`, which
@@ -29,12 +30,22 @@ import sys
 import time
 from typing import Optional, Sequence, TextIO
 
-from mechat.conform import core, directory, preflight
+from mechat.conform import core, directory, preflight, rooms
 from mechat.conform.registry import Check, deepest_need, select
 from mechat.conform.report import FORMATS, Grading, Weights, listing, load_weights, render, summary
 from mechat.conform.runner import DEFAULT_TIMEOUT, run_all, unreachable
 
-__all__ = ["DEFAULT_TIMEOUT", "FORMATS", "core", "directory", "listing", "load_weights", "run", "select"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "FORMATS",
+    "core",
+    "directory",
+    "listing",
+    "load_weights",
+    "rooms",
+    "run",
+    "select",
+]
 
 
 def run(

@@ -52,6 +52,9 @@ REFUSALS = tuple(
     wire(name) for name in (Notice.INVALID_NICKNAME, Notice.INVALID_MESSAGE, Notice.INVALID_COMMAND)
 )
 NOTICES = tuple(wire(name) for name in Notice)
+#: The answers that find a room by its name (§5.8, §5.10), and those that miss it.
+ROOM_FOUND = (wire(Notice.ROOM_EXISTS), wire(Notice.JOINED))
+ROOM_MISSED = (wire(Notice.ROOM_CREATED), wire(Notice.NO_SUCH_ROOM))
 
 
 def show(value: Reply, limit: int = 40) -> str:
@@ -183,7 +186,17 @@ def lines_taken_as_one(evidence: Evidence) -> str:
 
 
 #: Protocol 2's commands, and the section of each, for a server that lacks one.
-PROTOCOL_2_COMMANDS = {b"/who": "§5.4", b"/msg": "§5.5", b"/all": "§5.6", b"/next": "§5.7"}
+PROTOCOL_2_COMMANDS = {
+    b"/who": "§5.4",
+    b"/msg": "§5.5",
+    b"/all": "§5.6",
+    b"/next": "§5.7",
+    b"/create": "§5.8",
+    b"/rooms": "§5.9",
+    b"/join": "§5.10",
+    b"/members": "§5.11",
+    b"/leave": "§5.12",
+}
 
 
 def command_missing(evidence: Evidence) -> str:
@@ -232,6 +245,56 @@ def echo(evidence: Evidence) -> str:
     return (
         f"{evidence.reader} got back its own line {show(got)}: your server echoes lines to their sender;"
         " relay each line to the partner only (§7.3)"
+    )
+
+
+def room_echo(evidence: Evidence) -> str:
+    """A member got its own line back from its room, as ``#in_ROOM_NICK LINE`` (§7.6)."""
+    got = evidence.got
+    prefix = wire(Notice.IN)
+    if not (isinstance(got, bytes) and got.startswith(prefix) and got != evidence.expected):
+        return ""
+    member, _, line = got[len(prefix) :].partition(b" ")
+    room, _, sender = member.partition(b"_")
+    if sender != evidence.reader.encode("ascii", "replace") or line not in evidence.own_lines:
+        return ""
+    return (
+        f"{evidence.reader} got its own line {show(line)} back from {room.decode('ascii', 'replace')}:"
+        " your server sends a room's lines to every member, the sender too; send #in_ to the others (§7.6)"
+    )
+
+
+def room_case(evidence: Evidence) -> str:
+    """A room was missed, or misnamed, as if room names were compared case and all (§3.2)."""
+    got, expected = evidence.got, evidence.expected
+    if not (isinstance(got, bytes) and isinstance(expected, bytes) and got != expected):
+        return ""
+    found = next((name for name in ROOM_FOUND if expected.startswith(name)), b"")
+    if not found:
+        return ""
+    room = expected[len(found) :]
+    if got.startswith(found) and got[len(found) :].lower() == room.lower():
+        spelled = show(got[len(found) :])
+        return f"your server spelled the room {spelled}: name a room as its creator spelled it (§3.2)"
+    for missed in ROOM_MISSED:
+        asked = got[len(missed) :]
+        if got.startswith(missed) and asked != room and asked.lower() == room.lower():
+            return (
+                f"your server answered {show(got)}, but {show(asked)} is the room {show(room)} in another"
+                " case: compare room names case-insensitively (§3.2)"
+            )
+    return ""
+
+
+def rooms_used_up(evidence: Evidence) -> str:
+    """No room could be made: the server holds as many as it may, perhaps from earlier runs (§5.8, §9.8)."""
+    expected = evidence.expected
+    wanted_a_room = isinstance(expected, bytes) and expected.startswith(wire(Notice.ROOM_CREATED))
+    if not (wanted_a_room and evidence.got == wire(Notice.TOO_MANY_ROOMS)):
+        return ""
+    return (
+        "the server holds as many rooms as it may: rooms last until it stops, each run of the kit leaves"
+        " some, and the room-limits checks fill it; restart the server and run the kit again (§5.8, §9.8)"
     )
 
 
@@ -324,6 +387,9 @@ RULES: List[Rule] = [
     half_a_line,
     carriage_return,
     echo,
+    room_echo,
+    room_case,
+    rooms_used_up,
     no_wait,
     one_at_a_time,
     closed_early,
