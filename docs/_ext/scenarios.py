@@ -7,7 +7,7 @@ checked as they arrive (see ``wire.py``), and what it recorded becomes a
 sequence diagram.  The spec sections each one shows are in its docstring.
 """
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 from wire import Party, Transcript, running_server, wait_until_all_left
 
@@ -198,6 +198,126 @@ def next_partner(t: Transcript, server: ChatServer) -> None:
     alice.expect("#matched_to_dave")
 
 
+# -- Protocol 2: rooms (§3.2, §5.8-§5.12, §7.6, §9.8, §9.9); drawn by the pages in rooms/ ----
+
+
+def creating_and_listing_rooms(t: Transcript, server: ChatServer) -> None:
+    """§3.2, §5.8, §5.9: a room is made as spelled, found in any case, and listed sorted; nobody joins it."""
+    alice = waiting(t, server, "alice")
+    alice.send("/create Lab-3")
+    alice.expect("#room_created_Lab-3")
+    alice.send("/create LAB-3")
+    alice.expect("#room_exists_Lab-3")
+    alice.send("/create lab_3")
+    alice.expect("#invalid_room")
+    alice.send("/create help")
+    alice.expect("#room_created_help")
+    alice.send("/rooms")
+    alice.expect("#rooms_2 help Lab-3")
+    alice.send("/rooms l*")
+    alice.expect("#rooms_1 Lab-3")
+    alice.send("/rooms maths")
+    alice.expect("#rooms_0")
+    bob = Party(t, "bob", server.port)
+    bob.send("bob")
+    bob.expect("#matched_to_alice")  # alice made two rooms, and is still the one waiting
+    alice.expect("#matched_to_bob")
+
+
+def joining_a_room(t: Transcript, server: ChatServer) -> None:
+    """§5.10: /join leaves the queue, a partner or a room, and every member hears who came and went."""
+    carol = waiting(t, server, "carol")
+    carol.send("/create lab3")
+    carol.expect("#room_created_lab3")
+    carol.send("/join lab3")
+    carol.expect("#joined_lab3")
+    alice, bob = pair(t, server)
+    alice.send("/join LAB3")
+    alice.expect("#joined_lab3")
+    carol.expect("#entered_lab3_alice")
+    bob.expect("#user_quit")
+    bob.expect_closed()
+    alice.send("/join lab9")
+    alice.expect("#no_such_room_lab9")
+    alice.send("/join lab3")
+    alice.expect("#joined_lab3")
+    carol.send("/create help")
+    carol.expect("#room_created_help")
+    carol.send("/join help")
+    carol.expect("#joined_help")
+    alice.expect("#exited_lab3_carol")
+    alice.send("/join help")
+    alice.expect("#joined_help")
+    carol.expect("#entered_help_alice")
+
+
+def talking_in_a_room(t: Transcript, server: ChatServer) -> None:
+    """§7.6, §5.11: a line reaches every other member; /members lists them; a rename is told to all."""
+    alice, bob, carol = room_of(t, server, "lab3", "alice", "bob", "carol")
+    alice.send("hi both")
+    each_expects("#in_lab3_alice hi both", bob, carol)
+    bob.send("/members")
+    bob.expect("#members_3 alice bob carol")
+    carol.send("/nickname Caro")
+    carol.expect("#nickname_changed_Caro")
+    each_expects("#renamed_lab3_carol Caro", alice, bob)
+    carol.send("hello again")
+    each_expects("#in_lab3_Caro hello again", alice, bob)
+    alice.send("#lab3")
+    alice.expect("#invalid_message")
+    alice.send("/next")
+    alice.expect("#invalid_command")
+
+
+def member_resets(t: Transcript, server: ChatServer) -> None:
+    """§7.6, §8: a member that resets mid-conversation is gone for the others, told in their one order."""
+    alice, bob, carol = room_of(t, server, "lab3", "alice", "bob", "carol")
+    alice.send("who has the slides?")
+    each_expects("#in_lab3_alice who has the slides?", bob, carol)
+    carol.send("I do, one moment")
+    each_expects("#in_lab3_carol I do, one moment", alice, bob)
+    carol.reset()
+    each_expects("#exited_lab3_carol", alice, bob)
+    bob.send("carol has gone")
+    alice.expect("#in_lab3_bob carol has gone")
+    alice.send("/members")
+    alice.expect("#members_2 alice bob")
+
+
+def leaving_a_room(t: Transcript, server: ChatServer) -> None:
+    """§5.12: /leave tells the members, then pairs the leaver as a newcomer; outside a room it is refused."""
+    alice, bob = room_of(t, server, "lab3", "alice", "bob")
+    carol = waiting(t, server, "carol")
+    bob.send("/leave")
+    bob.expect("#left_lab3")
+    alice.expect("#exited_lab3_bob")
+    bob.expect("#matched_to_carol")
+    carol.expect("#matched_to_bob")
+    alice.send("/leave")
+    alice.expect("#left_lab3")
+    alice.expect("#wait")
+    alice.send("/leave")
+    alice.expect("#not_in_room")
+    alice.send("/members")
+    alice.expect("#not_in_room")
+    alice.send("/members lab3")
+    alice.expect("#invalid_command")
+
+
+def room_limits(t: Transcript, server: ChatServer) -> None:
+    """§9.8, §9.9: past the room limit /create is refused; a full room refuses /join, and nothing changes."""
+    alice, _ = room_of(t, server, "lab3", "alice", "bob")  # bob is there to fill the room
+    alice.send("/create help")
+    alice.expect("#too_many_rooms")
+    carol = waiting(t, server, "carol")
+    carol.send("/join LAB3")
+    carol.expect("#room_full_lab3")
+    dave = Party(t, "dave", server.port)
+    dave.send("dave")
+    dave.expect("#matched_to_carol")  # carol never left the queue
+    carol.expect("#matched_to_dave")
+
+
 def waiting(t: Transcript, server: ChatServer, nickname: str) -> Party:
     """Connect a client that names itself ``nickname`` and see it wait (§7.1); its label is its name."""
     party = Party(t, nickname, server.port)
@@ -216,6 +336,30 @@ def pair(t: Transcript, server: ChatServer) -> Tuple[Party, Party]:
     return alice, bob
 
 
+def each_expects(line: str, *parties: Party) -> None:
+    """See ``line`` reach each of ``parties``, in turn: a line to a room, or a notice to all its members."""
+    for party in parties:
+        party.expect(line)
+
+
+def room_of(t: Transcript, server: ChatServer, room: str, *nicknames: str) -> List[Party]:
+    """Connect a client for each nickname and put each in ``room``, which the first creates (§5.8, §5.10).
+
+    Each joins before the next one arrives, so nobody is ever matched.
+    """
+    members: List[Party] = []
+    for nickname in nicknames:
+        member = waiting(t, server, nickname)
+        if not members:
+            member.send("/create %s" % room)
+            member.expect("#room_created_%s" % room)
+        member.send("/join %s" % room)
+        member.expect("#joined_%s" % room)
+        each_expects("#entered_%s_%s" % (room, nickname), *members)
+        members.append(member)
+    return members
+
+
 #: Every scenario the docs draw, by the name of its diagram file.
 SCENARIOS: Dict[str, Script] = {
     "matched-after-a-wait": matched_after_a_wait,
@@ -229,6 +373,12 @@ SCENARIOS: Dict[str, Script] = {
     "direct-message": direct_message,
     "broadcast-and-its-rate": broadcast_and_its_rate,
     "next-partner": next_partner,
+    "creating-and-listing-rooms": creating_and_listing_rooms,
+    "joining-a-room": joining_a_room,
+    "talking-in-a-room": talking_in_a_room,
+    "member-resets": member_resets,
+    "leaving-a-room": leaving_a_room,
+    "room-limits": room_limits,
 }
 
 #: The server limits a scenario runs with, where the defaults would not do.
@@ -236,6 +386,8 @@ LIMITS: Dict[Script, Dict[str, float]] = {
     # One /all per 100 s (--all-rate 0.01): the second /all is refused
     # however slowly the build machine runs, as in the spec's example (§11).
     broadcast_and_its_rate: {"all_rate": 0.01},
+    # One room, of two members at most (--max-rooms 1 --max-members 2).
+    room_limits: {"max_rooms": 1, "max_members": 2},
 }
 
 
