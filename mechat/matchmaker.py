@@ -59,7 +59,7 @@ thread does the whole match, so neither handler ever blocks here.
 
 import threading
 from collections import deque
-from typing import Callable, Deque, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Deque, List, NamedTuple, Optional, Set, Tuple
 
 from mechat.names import Names, matching
 from mechat.protocol import (
@@ -303,14 +303,7 @@ class Matchmaker:
         only to copy the names (a dict copy, in C) and then to post the
         list; the list is of the names held at the moment of the copy.
         """
-        with self._changed:
-            names = self._named.copy()
-        line = list_line(Notice.ONLINE, matching(names, pattern))
-        with self._changed:
-            if not self._move(chatter, Event.WHO):
-                return SESSION_OVER
-            chatter.owe(line)
-            return Step(chatter.phase, (chatter,))
+        return self._list(chatter, Event.WHO, self._named, pattern)
 
     def direct(self, sender: Chatter, nickname: str, text: bytes) -> Step:
         """Owe the client named ``nickname`` a direct message, and the sender its receipt (§5.5).
@@ -353,14 +346,7 @@ class Matchmaker:
 
     def list_rooms(self, chatter: Chatter, pattern: str) -> Step:
         """Owe ``chatter`` the rooms whose name matches ``pattern`` (§5.9), copied as /who copies."""
-        with self._changed:
-            names = self.rooms.names.copy()
-        line = list_line(Notice.ROOMS, matching(names, pattern))
-        with self._changed:
-            if not self._move(chatter, Event.ROOMS):
-                return SESSION_OVER
-            chatter.owe(line)
-            return Step(chatter.phase, (chatter,))
+        return self._list(chatter, Event.ROOMS, self.rooms.names, pattern)
 
     def join_room(self, chatter: Chatter, name: str) -> Step:
         """Move ``chatter`` into a room from wherever it is (§5.10), in one step.
@@ -505,6 +491,17 @@ class Matchmaker:
         if chatter.phase is Phase.WAITING:
             self._waiting.remove(chatter)
 
+    def _list(self, chatter: Chatter, event: Event, names: "Names[Any]", pattern: str) -> Step:
+        """Owe ``chatter`` the names that match ``pattern``, copied under the lock and listed outside it."""
+        with self._changed:
+            copied = names.copy()
+        line = list_line(LISTS[event], matching(copied, pattern))
+        with self._changed:
+            if not self._move(chatter, event):
+                return SESSION_OVER
+            chatter.owe(line)
+            return Step(chatter.phase, (chatter,))
+
     def _exit(self, chatter: Chatter) -> List[Chatter]:
         """Take ``chatter`` out of its room, if any; return the members told.  Call with the lock held."""
         return chatter.room.exit(chatter) if chatter.room is not None else []
@@ -558,6 +555,9 @@ class Matchmaker:
                 if self._head() is waiter:
                     return step(waiter)
 
+
+#: The notice that answers each command that lists names from a copy.
+LISTS = {Event.WHO: Notice.ONLINE, Event.ROOMS: Notice.ROOMS}
 
 #: Tries that /members makes outside the lock before it makes the list under it.
 MEMBERS_TRIES = 3
