@@ -1,8 +1,9 @@
-"""Benchmark protocol 2's fan-out: /all, /msg, and one client that never reads.
+"""Benchmark protocol 2's fan-out: /all, /msg, a room, and one client that never reads.
 
     python bench/fanout.py                                  # every config, default sizes
     python bench/fanout.py --only all --clients 100 --messages 20
     python bench/fanout.py --only nonreader --pin           # server on CPU 0, load on CPU 1
+    python bench/fanout.py --only room --reps 5 --pin --quiet-wait 120   # a room of 300, +/- a non-reader
 
 Each run starts its own ``python -m mechat serve`` (flood control and the
 /all rate off, since the load sends far above any human rate), connects
@@ -28,10 +29,22 @@ its PID and appends one JSON line to ``bench/results.jsonl``:
   for the non-reader before a write blocked, against 70 to 90 KB for a
   client on Ethernet.  The default 100 lines of 200 octets from each of
   10 senders make some 215 KB.
+* ``room``: ``--clients`` (300 here) join one room, one at a time (two
+  clients waiting at once would be paired, and a client that joins from a
+  pair closes its partner, §5.10); the first creates it.  Then the first
+  ``--senders`` send ``--messages`` plain lines each, and every other
+  member must receive each as ``#in_ROOM_SENDER``.  Like ``nonreader`` it
+  runs twice, the second time with a non-reader that joins the room last
+  and then stops reading.  It is owed 200 lines of some 217 octets from
+  each sender, 434 KB: more than its send queue (256 KiB) and the 80 KB or
+  so that the kernel took for it here, so the server drops it (§9.6) and
+  the others get ``#exited_``, which they must, once each.
 
 A sender keeps at most ``--window`` commands without their receipt
 (``#broadcast_N`` or ``#sent_to_NICK``), so the figures describe a server
-kept busy, not a backlog that the load piled up in front of it.
+kept busy, not a backlog that the load piled up in front of it.  A line in
+a room has no receipt (§7.6): there a line counts as received once every
+other member has it, and that moment also times it "to the last member".
 
 Every line proves its own delivery.  Its text is a numbered line
 (:mod:`mechat.numbered`): a CRC-32, the sender's nickname, its number among
@@ -79,7 +92,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # measure the mechat of this working tree, installed or not
 
-from server_process import ServerProcess  # noqa: E402
+from server_process import TICKS, ServerProcess  # noqa: E402
 
 from mechat import load, numbered, protocol, tuning  # noqa: E402
 from mechat.protocol import LF, SP, Notice  # noqa: E402
@@ -107,11 +120,28 @@ STALL_MSS = 1460
 #: Seconds spent reading what the non-reader was sent, after the run.
 DRAIN_SECONDS = 5.0
 
+#: With --quiet-wait, a run starts once other processes used less than this
+#: share of one CPU over a second (the kit's run.py waits the same way).
+QUIET_CPU = 0.15
+
+#: A run during which other processes used more than this share of one CPU
+#: is redone, up to --redo times (run_matrix.py's BUSY_FOREIGN).
+BUSY_OTHERS = 0.25
+
 RESULTS = os.path.join(HERE, "results.jsonl")
 
 WAIT = Notice.WAIT.value.encode()
 MATCHED_TO = Notice.MATCHED_TO.value.encode()
 USER_QUIT = Notice.USER_QUIT.value.encode()
+
+#: The room of the ``room`` config, and what its members send and hear (§5.8, §5.10, §7.6).
+ROOM = b"bench"
+CREATE = protocol.create_verb + SP + ROOM + LF
+JOIN = protocol.join_verb + SP + ROOM + LF
+ROOM_CREATED = Notice.ROOM_CREATED.value.encode() + ROOM
+JOINED = Notice.JOINED.value.encode() + ROOM
+ENTERED = Notice.ENTERED.value.encode() + ROOM + b"_"
+NON_READER_EXITED = Notice.EXITED.value.encode() + ROOM + b"_" + NON_READER
 
 Row = Dict[str, Any]
 
@@ -121,15 +151,16 @@ Row = Dict[str, Any]
 
 @dataclass(frozen=True)
 class Pattern:
-    """One kind of traffic: its command, and the two notices that answer it (§5.5, §5.6)."""
+    """One kind of traffic: its command, and the two notices that answer it (§5.5, §5.6, §7.6)."""
 
-    verb: bytes
+    verb: bytes  # b"": a plain message, as in a room
     delivery: bytes  # what each recipient gets, followed by the sender's nickname, SP and the text
-    receipt: bytes  # what the sender gets for each command
+    receipt: bytes  # what the sender gets for each command; b"": nothing, as in a room
 
 
 BROADCAST = Pattern(protocol.all_verb, Notice.ALL_FROM.value.encode(), Notice.BROADCAST.value.encode())
 DIRECT = Pattern(protocol.msg_verb, Notice.FROM.value.encode(), Notice.SENT_TO.value.encode())
+IN_ROOM = Pattern(b"", Notice.IN.value.encode() + ROOM + b"_", b"")
 
 
 @dataclass(frozen=True)
@@ -141,12 +172,24 @@ class Config:
     window: int  # commands a sender may have sent without their receipt
     size: int  # octets of each line's text
     non_reader: bool  # run twice: without, then with, a client that never reads
+    clients: int = 1000
+    server_flags: Tuple[str, ...] = ()  # beyond SERVER_FLAGS
 
 
 CONFIGS: Dict[str, Config] = {
     "all": Config(BROADCAST, messages=100, window=8, size=64, non_reader=False),
     "dm": Config(DIRECT, messages=20, window=4, size=64, non_reader=False),
     "nonreader": Config(BROADCAST, messages=100, window=8, size=200, non_reader=True),
+    # --max-members: room for the 300 and the non-reader whatever the default.
+    "room": Config(
+        IN_ROOM,
+        messages=200,
+        window=8,
+        size=200,
+        non_reader=True,
+        clients=300,
+        server_flags=("--max-members", "1000"),
+    ),
 }
 
 
@@ -162,6 +205,39 @@ def stalling_socket(receive_buffer: int, mss: int) -> socket.socket:
     if mss and HAVE_MAXSEG:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
     return sock
+
+
+def machine_cpu_seconds() -> Optional[float]:
+    """Return the CPU time all processes have used since boot, from /proc/stat; None where there is none.
+
+    Less this script's and the server's, it says how much others took from
+    a run on a shared machine.  Idle, I/O wait and the time the hypervisor
+    stole are left out: none of them is a process here working.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(count) for count in stat.readline().split()[1:8]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = ticks
+    return (user + nice + system + irq + softirq) / TICKS
+
+
+def wait_for_quiet(seconds: float) -> Optional[float]:
+    """Wait at most ``seconds`` until others use under QUIET_CPU; return their share in the last second.
+
+    None where /proc/stat is missing.  The server of the run before has
+    stopped by then, so all the CPU used but this script's is others'.
+    """
+    deadline, share = time.monotonic() + seconds, None
+    while time.monotonic() < deadline and (share is None or share >= QUIET_CPU):
+        machine, own = machine_cpu_seconds(), time.process_time()
+        time.sleep(1.0)  # a share of CPU needs an interval to be measured over
+        now = machine_cpu_seconds()
+        if machine is None or now is None:
+            return None
+        share = now - machine - (time.process_time() - own)
+    return share
 
 
 def sent_time(text: bytes) -> int:
@@ -214,12 +290,14 @@ class Outcome:
     latencies: "array[int]" = field(default_factory=lambda: array("q"))  # ns, one per line delivered
     tester_cpu: Optional[float] = None  # this process's CPU time / wall time during the traffic
     server_cpu: Optional[float] = None  # the server's, likewise
+    others_cpu: Optional[float] = None  # every other process's on the machine, likewise
     commands: int = 0
     receipts: int = 0
     owed: int = 0
     closed: int = 0  # measured clients the server closed
     owed_to_closed: int = 0  # lines those clients were still owed
     non_reader: Dict[str, Any] = field(default_factory=dict)
+    extra: Dict[str, Any] = field(default_factory=dict)  # a config's own figures, for its row
     verdict: load.Verdict = field(default_factory=load.Verdict)
     error: str = ""
 
@@ -263,6 +341,7 @@ class FanoutRun:
     ) -> None:
         self.address = address
         self.pattern = config.pattern
+        self.total = options.clients or config.clients  # measured clients
         self.messages = options.messages or config.messages
         self.window = options.window or config.window
         self.size = options.size or config.size
@@ -279,11 +358,12 @@ class FanoutRun:
         self.non_reader: Optional[socket.socket] = None
         self.phase = "connect"
         self.deadline = 0.0
-        self.started: Tuple[float, float, Optional[float]] = (0.0, 0.0, None)  # wall, own CPU, server CPU
+        #: At the start of the traffic: wall clock, own CPU, the server's, the whole machine's.
+        self.started: Tuple[float, float, Optional[float], Optional[float]] = (0.0, 0.0, None, None)
         self.first_send = self.last_delivery = 0  # perf_counter_ns()
 
     def run(self) -> Outcome:
-        """Run every phase within --timeout and return what it found."""
+        """Run every phase within --timeout and return what it found; close_all() closes the clients."""
         self.deadline = time.monotonic() + self.options.timeout
         try:
             self.connect_all()
@@ -296,7 +376,6 @@ class FanoutRun:
         finally:
             self.sum_up()
             self.drain_non_reader()
-            self.close_all()
         return self.outcome
 
     # -- Connecting ------------------------------------------------------------------------
@@ -304,7 +383,7 @@ class FanoutRun:
     def connect_all(self) -> None:
         """Connect every client and send its nickname; return once the server has answered each (§7.1)."""
         start = time.monotonic()
-        total = self.options.clients
+        total = self.total
         while len(self.clients) < total or self.unanswered:
             while len(self.clients) < total and self.unanswered < load.MAX_CONNECTING:
                 self.connect(len(self.clients))
@@ -312,7 +391,7 @@ class FanoutRun:
             self.poll("waiting for the server to answer %d nicknames" % self.unanswered)
         self.outcome.connect_s = time.monotonic() - start
 
-    def connect(self, number: int) -> None:
+    def connect(self, number: int) -> Client:
         """Open one client connection and queue its nickname."""
         sock = socket.create_connection(self.address, timeout=self.remaining())
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -322,21 +401,25 @@ class FanoutRun:
         self.selector.register(sock, selectors.EVENT_READ, client)
         self.queue(client, client.nickname + LF)
         self.unanswered += 1
+        return client
+
+    #: What the non-reader sends, one answer due for each line, before it stops reading.
+    non_reader_lines: Tuple[bytes, ...] = (NON_READER + LF,)
 
     def add_non_reader(self) -> None:
-        """Connect the client that names itself, reads the answer, and then never reads again."""
+        """Connect the client that names itself, reads the answers, and then never reads again."""
         sock = self.non_reader = stalling_socket(self.options.stall_buffer, self.options.stall_mss)
         sock.settimeout(self.remaining())
         sock.connect(self.address)
-        sock.sendall(NON_READER + LF)
-        answer = b""
-        while LF not in answer and len(answer) <= protocol.MAX_LINE_OCTETS:
+        sock.sendall(b"".join(self.non_reader_lines))
+        answers, due = b"", len(self.non_reader_lines)
+        while answers.count(LF) < due and len(answers) <= due * protocol.MAX_LINE_OCTETS:
             piece = sock.recv(protocol.MAX_LINE_OCTETS)
             if not piece:
-                raise ConnectionError("the server closed the non-reader before answering its nickname")
-            answer += piece
+                raise ConnectionError("the server closed the non-reader before answering it")
+            answers += piece
         self.outcome.non_reader.update(
-            nickname=NON_READER.decode(), answer=answer.split(LF)[0].decode("ascii", "replace"),
+            nickname=NON_READER.decode(), answer=answers.split(LF)[due - 1].decode("ascii", "replace"),
             receive_buffer=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
             mss=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) if HAVE_MAXSEG else None,
         )  # fmt: skip
@@ -345,13 +428,7 @@ class FanoutRun:
 
     def plan(self) -> None:
         """Decide whom every command goes to, and so how many lines each client is owed."""
-        if self.pattern is BROADCAST:
-            senders = self.clients[: self.options.senders]
-            for sender in senders:
-                sender.plan = [None] * self.messages
-            for client in self.clients:
-                client.owed = self.messages * (len(senders) - (client in senders))
-        else:
+        if self.pattern is DIRECT:
             draw = Random(self.options.seed)
             for number, sender in enumerate(self.clients):
                 for _ in range(self.messages):
@@ -359,6 +436,12 @@ class FanoutRun:
                     recipient = self.clients[other + (other >= number)]  # anyone but the sender
                     sender.plan.append(recipient)
                     recipient.owed += 1
+        else:  # everyone (/all), or every member (a room), but the sender
+            senders = self.clients[: self.options.senders]
+            for sender in senders:
+                sender.plan = [None] * self.messages
+            for client in self.clients:
+                client.owed = self.messages * (len(senders) - (client in senders))
         self.busy = sum(bool(client.plan) + bool(client.owed) for client in self.clients)
         self.outcome.commands = sum(len(client.plan) for client in self.clients)
         self.outcome.owed = sum(client.owed for client in self.clients)
@@ -366,7 +449,7 @@ class FanoutRun:
     def traffic(self) -> None:
         """Send every planned command, each sender within its window, until every line is accounted for."""
         self.phase = "traffic"
-        self.started = (time.monotonic(), time.process_time(), self.server_cpu())
+        self.started = (time.monotonic(), time.process_time(), self.server_cpu(), machine_cpu_seconds())
         for client in self.clients:
             self.send_more(client)
         self.write_all()
@@ -379,13 +462,13 @@ class FanoutRun:
             self.send_command(client, client.plan[client.sent])
 
     def send_command(self, client: Client, recipient: Optional[Client]) -> None:
-        """Queue one /all or /msg whose text is the next numbered line, stamped with the time."""
+        """Queue one /all, /msg or room line whose text is the next numbered line, stamped with the time."""
         key = recipient.nickname if recipient else b""
         number = client.numbered.get(key, 0)
         client.numbered[key] = number + 1
         now = time.perf_counter_ns()
         text = numbered.make_line(client.nickname, number, b"%d:" % now, self.size)
-        command = self.pattern.verb + SP + (key + SP if recipient else b"")
+        command = (self.pattern.verb + SP if self.pattern.verb else b"") + (key + SP if recipient else b"")
         self.queue(client, command + text + LF)
         client.sent += 1
         self.first_send = self.first_send or now
@@ -495,7 +578,7 @@ class FanoutRun:
         for line in client.incoming.cut(data):
             if line.startswith(delivery):
                 self.on_delivery(client, line[len(delivery) :], now)
-            elif line.startswith(receipt):
+            elif receipt and line.startswith(receipt):
                 self.on_receipt(client, line[len(receipt) :])
             else:
                 self.on_notice(client, line)
@@ -547,15 +630,19 @@ class FanoutRun:
                 self.outcome.owed_to_closed += owed
             else:
                 self.verdict.missing += owed
-        wall, cpu, server = self.started
+        wall, cpu, server, machine = self.started
         if self.phase != "traffic" or not self.last_delivery:
             return
         elapsed = max(time.monotonic() - wall, 1e-9)
+        own = time.process_time() - cpu
         self.outcome.run_s = (self.last_delivery - self.first_send) / 1e9
-        self.outcome.tester_cpu = (time.process_time() - cpu) / elapsed
-        now = self.server_cpu()
-        if server is not None and now is not None:
-            self.outcome.server_cpu = (now - server) / elapsed
+        self.outcome.tester_cpu = own / elapsed
+        server_now, machine_now = self.server_cpu(), machine_cpu_seconds()
+        if server is not None and server_now is not None:
+            self.outcome.server_cpu = (server_now - server) / elapsed
+            if machine is not None and machine_now is not None:
+                others = (machine_now - machine) - own - (server_now - server)
+                self.outcome.others_cpu = others / elapsed
 
     def drain_non_reader(self) -> None:
         """Read what the non-reader was sent, to learn whether the server kept it or dropped it (§9.4)."""
@@ -582,7 +669,12 @@ class FanoutRun:
         self.outcome.non_reader.update(owed=owed, received=received, state=state)
 
     def close_all(self) -> None:
-        """Close every socket."""
+        """Close every socket, once the server has stopped.
+
+        Closed before it, in a room each close would owe every member still
+        there an ``#exited_``, and the server would log a drop for every one
+        of those it could no longer write to a socket closed meanwhile.
+        """
         for client in self.clients:
             client.sock.close()
         if self.non_reader is not None:
@@ -590,28 +682,159 @@ class FanoutRun:
         self.selector.close()
 
 
+class RoomRun(FanoutRun):
+    """The ``room`` config: every client joins one room, and the first ``--senders`` talk in it (§7.6).
+
+    A line in a room has no receipt, so a sender's window counts the lines
+    that some member still lacks: a line is done once every other member
+    has it, and the time from its sending to then is its latency "to the
+    last member".  ``pending`` holds, per sender, how many members still
+    lack each of its lines.  A member's lines from one sender arrive in
+    order, so each sender's lines are done in order too.
+    """
+
+    non_reader_lines = (NON_READER + LF, JOIN)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.senders: Dict[bytes, Client] = {}
+        self.pending: Dict[bytes, array[int]] = {}  # per sender: members still without each line
+        self.to_last = array("q")  # ns from sending each line to its last member's recv()
+        self.entered = 0  # #entered_ lines the members got
+        self.exited = 0  # #exited_ lines about the non-reader
+
+    def connect_all(self) -> None:
+        """Connect, name and seat each client in the room, one at a time; the first creates it (§5.8, §5.10).
+
+        One at a time, because two clients waiting at once would be paired,
+        and a client that joins from a pair closes its partner.  A client
+        counts as answered once it has ``#joined_``.
+        """
+        start = time.monotonic()
+        for number in range(self.total):
+            client = self.connect(number)
+            self.queue(client, (CREATE if number == 0 else b"") + JOIN)
+            while not client.answered:
+                self.write_all()
+                self.poll("waiting for %s to join the room" % client.name)
+        self.outcome.connect_s = time.monotonic() - start
+
+    def add_non_reader(self) -> None:
+        """Seat the non-reader in the room last, then leave it unread."""
+        super().add_non_reader()
+        answer = self.outcome.non_reader["answer"]
+        if answer != JOINED.decode():
+            raise ConnectionError("the non-reader asked to join the room and was answered %r" % answer)
+
+    def plan(self) -> None:
+        """Plan as /all does, and note that every other member lacks every line so far."""
+        super().plan()
+        members = len(self.clients)
+        for sender in self.clients[: self.options.senders]:
+            self.senders[sender.nickname] = sender
+            self.pending[sender.nickname] = array("i", [members - 1]) * self.messages
+
+    def on_delivery(self, client: Client, rest: bytes, now: int) -> None:
+        """Check and time a line as /all's are, then count it, and any it skipped, off its sender's."""
+        sender = rest.partition(SP)[0]
+        before = client.next_from.get(sender, 0)
+        super().on_delivery(client, rest, now)
+        after = client.next_from.get(sender, 0)
+        if after > before and sender in self.pending:
+            self.count_off(sender, before, after)
+            if not self.pending[sender][after - 1]:
+                self.to_last.append(self.outcome.latencies[-1])  # this member was the last to get it
+            self.settle(self.senders[sender])
+
+    def count_off(self, sender: bytes, first: int, end: int) -> None:
+        """Count one member off the lines ``first`` to ``end - 1`` of ``sender``."""
+        pending = self.pending[sender]
+        for number in range(first, end):
+            pending[number] -= 1
+
+    def settle(self, sender: Client) -> None:
+        """Count as received each line of ``sender`` that every member has; that frees its window."""
+        pending = self.pending[sender.nickname]
+        while sender.receipts < sender.sent and not pending[sender.receipts]:
+            self.on_receipt(sender, b"")
+
+    def on_notice(self, client: Client, line: bytes) -> None:
+        """Take the room's notices: the answers while joining, others joining, the non-reader dropped."""
+        if client.answered:
+            if line.startswith(ENTERED):
+                self.entered += 1
+            elif line == NON_READER_EXITED:
+                self.exited += 1
+            else:
+                self.unexpected(client, line)
+        elif line == JOINED:
+            client.answered = True
+            self.unanswered -= 1
+        elif line != WAIT and not (line == ROOM_CREATED and client is self.clients[0]):
+            self.unexpected(client, line)
+
+    def on_close(self, client: Client) -> None:
+        """Count a member closed during the traffic off every line it still lacked."""
+        super().on_close(client)
+        for nickname, sender in self.senders.items():
+            if sender is not client:
+                self.count_off(nickname, client.next_from.get(nickname, 0), self.messages)
+                self.settle(sender)
+
+    def sum_up(self) -> None:
+        """Sum up as /all does; add the lines to the last member, and check the joins everyone saw."""
+        super().sum_up()
+        members, non_reader = len(self.clients), self.non_reader is not None
+        owed = members * (members - 1) // 2 + members * non_reader  # each hears of those after it
+        if self.entered != owed:
+            self.verdict.note("the members got %d #entered_ lines, not %d" % (self.entered, owed))
+            self.verdict.missing += max(0, owed - self.entered)
+            self.verdict.unexpected += max(0, self.entered - owed)
+        run_s, done = self.outcome.run_s, self.outcome.receipts
+        self.outcome.extra = {
+            "members": members + non_reader, "room_lines": done,
+            "room_lines_per_s": round(done / run_s, 1) if run_s > 0 else 0.0,
+            "to_last_us": percentiles(self.to_last), "entered": self.entered,
+            "exited_non_reader": self.exited,
+        }  # fmt: skip
+
+
 # -- Running configs, and saying what happened --------------------------------------------------
+
+
+def run_while_busy(name: str, variant: str, rep: int, options: argparse.Namespace, logdir: str) -> Row:
+    """Run one config, first waiting --quiet-wait for a quiet machine; redo it while others were busy."""
+    for attempt in range(1, options.redo + 2):
+        quiet = wait_for_quiet(options.quiet_wait) if options.quiet_wait else None
+        row = run_one(name, variant, rep, options, logdir)
+        row.update(attempt=attempt, others_cpu_before=rounded(quiet))
+        if (row["others_cpu"] or 0) <= BUSY_OTHERS:
+            break
+    return row
 
 
 def run_one(name: str, variant: str, rep: int, options: argparse.Namespace, logdir: str) -> Row:
     """Start a server, run one config (with the non-reader or not) against it, stop it; return the row."""
     config = CONFIGS[name]
     log_path = os.path.join(logdir, "%s%s-%d.log" % (name, "-" + variant if variant else "", rep))
-    server = ServerProcess(
-        SERVER_FLAGS + shlex.split(options.server_args), log_path, SERVER_CPU if options.pin else None
-    )
+    flags = SERVER_FLAGS + list(config.server_flags) + shlex.split(options.server_args)
+    server = ServerProcess(flags, log_path, SERVER_CPU if options.pin else None)
+    kind = RoomRun if config.pattern is IN_ROOM else FanoutRun
+    run: Optional[FanoutRun] = None
     outcome = Outcome()
     source = source_state()
     try:
         port = server.start(ROOT)
-        outcome = FanoutRun(
-            ("127.0.0.1", port), config, options, server.cpu_seconds, variant == "non-reader"
-        ).run()
+        run = kind(("127.0.0.1", port), config, options, server.cpu_seconds, variant == "non-reader")
+        outcome = run.run()
     except RuntimeError as error:
         outcome.error = str(error)
     finally:
         exit_status = server.stop()
+        if run is not None:
+            run.close_all()
     row = make_row(name, variant, options, outcome)
+    row.update(outcome.extra)
     row.update(source, rep=rep)
     row.update(argv=server.argv, port=server.port, server_exit=exit_status)
     row["server_drops"] = server.count_in_log(b") dropped: ")
@@ -624,12 +847,13 @@ def make_row(name: str, variant: str, options: argparse.Namespace, outcome: Outc
     """Return one run as a JSON object in the spirit of run_matrix.py's rows."""
     config, verdict = CONFIGS[name], outcome.verdict
     placement = "pinned" if options.pin else "unpinned"
+    clients = options.clients or config.clients
     return {
         "label": "%s/fanout-%s%s" % (placement, name, "/" + variant if variant else ""),
         "config": name, "variant": variant, "server": "mechat", "srv": "mechat", "placement": placement,
         "pin": "server CPU %d, load CPU %d" % (SERVER_CPU, LOAD_CPU) if options.pin else "none",
-        "bench_argv": sys.argv, "clients": options.clients,
-        "senders": options.senders if config.pattern is BROADCAST else options.clients,
+        "bench_argv": sys.argv, "clients": clients,
+        "senders": clients if config.pattern is DIRECT else options.senders,
         "messages": options.messages or config.messages, "window": options.window or config.window,
         "size": options.size or config.size, "seed": options.seed,
         "ok": outcome.ok, "error": outcome.error or None, "connect_s": round(outcome.connect_s, 3),
@@ -643,6 +867,7 @@ def make_row(name: str, variant: str, options: argparse.Namespace, outcome: Outc
         "samples": verdict.samples, "closed_clients": outcome.closed,
         "owed_to_closed": outcome.owed_to_closed, "non_reader": outcome.non_reader or None,
         "tester_cpu": rounded(outcome.tester_cpu), "server_cpu": rounded(outcome.server_cpu),
+        "others_cpu": rounded(outcome.others_cpu),
         "python": platform.python_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }  # fmt: skip
 
@@ -689,8 +914,8 @@ def describe_source(source: Dict[str, str]) -> str:
 
 TABLE_HEAD = [
     "| run | clients | lines | lines/s | p50 ms | p99 ms | max ms | intact | closed | load CPU"
-    " | server CPU |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+    " | server CPU | others' CPU |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -699,10 +924,10 @@ def table_row(row: Row) -> str:
     lat = row["lat_us"] or {}
     faults = ", ".join("%s %d" % (name, count) for name, count in row["verify"].items() if count)
     intact = "NO: " + faults if faults else "yes"
-    return "| %s | %d | %d | %s | %s | %s | %s | %s | %d | %s | %s |" % (
+    return "| %s | %d | %d | %s | %s | %s | %s | %s | %d | %s | %s | %s |" % (
         row["label"].split("/", 1)[1], row["clients"], row["delivered"], "{:,.0f}".format(row["lines_per_s"]),
         *(milliseconds(lat.get(p)) for p in ("p50", "p99", "max")), intact, row["closed_clients"],
-        percent(row["tester_cpu"]), percent(row["server_cpu"]),
+        percent(row["tester_cpu"]), percent(row["server_cpu"]), percent(row["others_cpu"]),
     )  # fmt: skip
 
 
@@ -724,38 +949,62 @@ def notes(rows: List[Row]) -> List[str]:
             out.append("%s: ERROR %s" % (row["label"], row["error"]))
         for sample in row["samples"]:
             out.append("%s: %s" % (row["label"], sample))
-    baselines = [r for r in rows if r["config"] == "nonreader" and r["variant"] == "baseline"]
-    stalled = [r for r in rows if r["config"] == "nonreader" and r["variant"] == "non-reader"]
-    if baselines and stalled:
-        out += compare(baselines, stalled)
+    out += [room_note(row) for row in rows if row.get("to_last_us")]
+    for name in dict.fromkeys(row["config"] for row in rows):
+        baselines = [r for r in rows if r["config"] == name and r["variant"] == "baseline"]
+        stalled = [r for r in rows if r["config"] == name and r["variant"] == "non-reader"]
+        if baselines and stalled:
+            out += compare(name, baselines, stalled)
     if any((r["tester_cpu"] or 0) >= load.SATURATED_CPU for r in rows):
         out.append("note: load CPU near 100% means this script, not the server, set the pace of that run")
     return out
 
 
-def compare(baselines: List[Row], stalled: List[Row]) -> List[str]:
+def room_note(row: Row) -> str:
+    """Say what the table cannot about a room run: lines sent a second, and latency to the last member."""
+    to_last = row["to_last_us"]
+    return "%s rep %d: %s lines in the room a second (%s in all); to the last member p50 %s ms, p99 %s ms" % (
+        row["label"], row["rep"], "{:,.0f}".format(row["room_lines_per_s"]), "{:,}".format(row["room_lines"]),
+        milliseconds(to_last.get("p50")), milliseconds(to_last.get("p99")),
+    )  # fmt: skip
+
+
+#: The latencies that compare() sets side by side: the row's key, and what it times.
+COMPARED = [("lat_us", "each receipt"), ("to_last_us", "to the last member")]
+
+
+def compare(name: str, baselines: List[Row], stalled: List[Row]) -> List[str]:
     """Say how one client that never reads changed the others' p99 (median over --reps), and its fate."""
-    before, after = (median_p99(rows) for rows in (baselines, stalled))
-    ratio = " (%.2f×)" % (after / before) if before and after else ""
-    out = [
-        "non-reader: the others' p99 was %s ms without it, %s ms with it%s (median of %d and %d runs)"
-        % (milliseconds(before), milliseconds(after), ratio, len(baselines), len(stalled))
-    ]
+    out = []
+    for key, timed in COMPARED:
+        before, after = (p99s(rows, key) for rows in (baselines, stalled))
+        if before and after:
+            ratio = statistics.median(after) / statistics.median(before)
+            out.append(
+                "%s non-reader: the others' p99, %s, was %s ms without it, %s ms with it (%.2f×; median"
+                " [min-max] of %d and %d runs)" % (name, timed, spread_ms(before), spread_ms(after), ratio,
+                                                   len(before), len(after))
+            )  # fmt: skip
     for row in stalled:
         fate = row["non_reader"] or {}
         out.append(
-            "non-reader: answered %r, receive buffer %s, MSS %s; after the run: %s, %s of %s lines it was"
+            "%s non-reader: answered %r, receive buffer %s, MSS %s; after the run: %s, %s of %s lines it was"
             " owed read; the server logged %d drop(s)"
-            % (fate.get("answer"), fate.get("receive_buffer"), fate.get("mss"), fate.get("state", "unknown"),
-               fate.get("received"), fate.get("owed"), row["server_drops"]),
+            % (name, fate.get("answer"), fate.get("receive_buffer"), fate.get("mss"),
+               fate.get("state", "unknown"), fate.get("received"), fate.get("owed"), row["server_drops"]),
         )  # fmt: skip
     return out
 
 
-def median_p99(rows: List[Row]) -> Optional[float]:
-    """Return the median p99 of some runs, in µs, or None if none has one."""
-    values = [row["lat_us"]["p99"] for row in rows if row["lat_us"]]
-    return statistics.median(values) if values else None
+def p99s(rows: List[Row], key: str) -> List[float]:
+    """Return the p99s, in µs, that some runs have under ``key``."""
+    return [row[key]["p99"] for row in rows if row.get(key)]
+
+
+def spread_ms(values: List[float]) -> str:
+    """Format latencies in µs as their median [min-max] in ms."""
+    return "%s [%s-%s]" % (milliseconds(statistics.median(values)), milliseconds(min(values)),
+                           milliseconds(max(values)))  # fmt: skip
 
 
 # -- The command line --------------------------------------------------------------------------
@@ -763,7 +1012,7 @@ def median_p99(rows: List[Row]) -> Optional[float]:
 
 #: The numeric flags: flag, type, default, meaning ("%(default)s" shows the default).
 FLAGS: List[Tuple[str, Callable[[str], Any], Any, str]] = [
-    ("--clients", int, 1000, "measured clients (default: %(default)s)"),
+    ("--clients", int, None, "measured clients (default: 1000, room 300)"),
     ("--senders", int, 10, "clients that send /all (default: %(default)s)"),
     ("--messages", int, None, "commands per sender (default: all 100, dm 20, nonreader 100)"),
     ("--window", int, None, "commands a sender may have without a receipt (default: all 8, dm 4)"),
@@ -771,6 +1020,8 @@ FLAGS: List[Tuple[str, Callable[[str], Any], Any, str]] = [
     ("--seed", int, 1, "seed of the DM recipients' draw (default: %(default)s)"),
     ("--reps", int, 1, "runs of each config; nonreader alternates which variant goes first (%(default)s)"),
     ("--timeout", float, 60.0, "seconds before a run gives up (default: %(default)s)"),
+    ("--quiet-wait", float, 0.0, "seconds to wait for others to go quiet before each run (%(default)s)"),
+    ("--redo", int, 2, "times a run is redone, at most, while others take over 0.25 CPU (%(default)s)"),
     ("--stall-buffer", int, STALL_BUFFER, "the non-reader's SO_RCVBUF, 0: the system's (%(default)s)"),
     ("--stall-mss", int, STALL_MSS, "the non-reader's TCP_MAXSEG, 0: the system's (%(default)s)"),
 ]
@@ -794,10 +1045,13 @@ def parse_options(argv: Optional[List[str]]) -> argparse.Namespace:
         parser.error(
             "unknown config %s; the configs are %s" % (", ".join(sorted(unknown)), ", ".join(CONFIGS))
         )
-    if options.clients < 2 or not 1 <= options.senders <= options.clients or options.timeout <= 0:
+    fewest = options.clients or min(CONFIGS[name].clients for name in options.only.split(","))
+    if fewest < 2 or not 1 <= options.senders <= fewest or options.timeout <= 0:
         parser.error("need --clients >= 2, 1 <= --senders <= --clients and --timeout > 0")
     if options.reps < 1 or any(n is not None and n < 1 for n in (options.messages, options.window)):
         parser.error("--reps, --messages and --window must be at least 1")
+    if options.redo < 0:
+        parser.error("--redo must be at least 0")
     if options.size is not None and not 0 < options.size <= protocol.MAX_LINE_OCTETS - 100:
         parser.error("--size must be 1 to %d" % (protocol.MAX_LINE_OCTETS - 100))
     return options
@@ -834,7 +1088,8 @@ def plan(options: argparse.Namespace) -> List[Tuple[str, str, int]]:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the chosen configs; print the table; return 0 if every run checked out."""
     options = parse_options(argv)
-    warning = tuning.raise_file_limit(options.clients + 1)  # and the non-reader
+    most = options.clients or max(CONFIGS[name].clients for name in options.only.split(","))
+    warning = tuning.raise_file_limit(most + 1)  # and the non-reader
     if warning:
         print("warning: " + warning)
     pin_load(options)
@@ -843,7 +1098,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows: List[Row] = []
     with tempfile.TemporaryDirectory(prefix="fanout-") as scratch:
         for name, variant, rep in plan(options):
-            row = run_one(name, variant, rep, options, options.logdir or scratch)
+            row = run_while_busy(name, variant, rep, options, options.logdir or scratch)
             rows.append(row)
             print(table_row(row), flush=True)
             if options.jsonl:

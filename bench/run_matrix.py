@@ -22,10 +22,12 @@ chooses what to run, in what order, and how to summarise it:
 Two more kinds of run share the file and the summary:
 
 * fan-out: the configs of ``bench/fanout.py`` (``all``, ``dm``,
-  ``nonreader``: protocol 2's ``/all`` and ``/msg``, and one client that
-  never reads).  The C load generator and the reference servers speak
-  protocol 1 only, so these run against mechat alone, through fanout.py, once
-  per placement after the configs above, and have a table of their own;
+  ``nonreader``, ``room``: protocol 2's ``/all`` and ``/msg``, one client
+  that never reads, and a room of 300 with and without one).  The C load
+  generator and the reference servers speak protocol 1 only, so these run
+  against mechat alone, through fanout.py, once per placement after the
+  configs above, each run waiting ``--quiet-wait`` as the others do, and
+  have tables of their own;
 * A/B: ``--ab BEFORE,AFTER`` runs mechat from two trees of the repository
   (say two ``git worktree``s), alternating which goes first from one rep to
   the next, so that both meet the same machine; the summary sets the two
@@ -75,7 +77,7 @@ REFERENCES = ["epoll", "asyncio", "threading"]
 
 #: bench/fanout.py and its configs, which only mechat can serve (protocol 2).
 FANOUT = os.path.join(HERE, "fanout.py")
-FANOUT_CONFIGS = ["all", "dm", "nonreader"]
+FANOUT_CONFIGS = ["all", "dm", "nonreader", "room"]
 
 #: The two sides of an A/B comparison, in the order of ``--ab``.
 SIDES = ["before", "after"]
@@ -182,7 +184,8 @@ def run_matrix(options: argparse.Namespace) -> None:
 def run_fanout(configs: List[str], placement: str, options: argparse.Namespace) -> None:
     """Run fanout.py's configs against this tree's mechat in one placement; it appends its own rows."""
     argv = [sys.executable, FANOUT, "--only", ",".join(configs), "--reps", str(options.reps)]
-    argv += ["--jsonl", options.jsonl] + (["--pin"] if placement == "pinned" else [])
+    argv += ["--jsonl", options.jsonl, "--quiet-wait", str(options.quiet_wait)]
+    argv += ["--pin"] if placement == "pinned" else []
     print("[fan-out, %s] %s" % (placement, " ".join(argv)), flush=True)
     status = subprocess.run(argv, cwd=ROOT).returncode
     if status:
@@ -521,14 +524,24 @@ def group_by(rows: List[Row], key: Callable[[Row], Tuple[str, ...]]) -> Dict[Tup
 #: The flags fanout.py always gives the server; the table shows only the others.
 FANOUT_SERVER_FLAGS = "--max-rate 0 --all-rate 0"
 
+#: Issue 14's bound: the others' p99 with one client that never reads is at
+#: most this many times their p99 without it.
+NON_READER_BOUND = 2.0
+
+#: The p99s that the non-reader's table sets side by side: the rows' key, and
+#: what it times.  Only ``room`` rows have the second: a line from its sending
+#: to the moment the last member had it.
+NON_READER_FIGURES = [("lat_us", "each receipt"), ("to_last_us", "to the last member")]
+
 
 def fanout_key(row: Row) -> Tuple[str, ...]:
-    """Group fan-out runs by code, placement, server flags, config and variant."""
+    """Group fan-out runs by code, placement, server flags, config, load (clients, window) and variant."""
     code = row.get("tag", "?") + (" + working tree" if row.get("tree") == "working tree" else "")
     argv = row.get("argv") or []
     flags = " ".join(argv[argv.index("serve") + 5 :] if "serve" in argv else argv)
     flags = flags.replace(FANOUT_SERVER_FLAGS, "").strip() or "-"
-    return code, row["placement"], flags, row["config"], row.get("variant") or ""
+    load = "%s, %s" % (row.get("clients", "?"), row.get("window", "?"))
+    return code, row["placement"], flags, row["config"], load, row.get("variant") or ""
 
 
 def fanout_section(rows: List[Row]) -> List[str]:
@@ -539,17 +552,20 @@ def fanout_section(rows: List[Row]) -> List[str]:
         "",
         "## Fan-out (protocol 2): `bench/fanout.py`, mechat only",
         "",
-        "`/all` to 1,000 clients, DMs between 1,000, and `/all` without and with one client that never"
-        " reads (bench/README.md says what each measures).  The C load generator and the reference"
-        " servers know neither `/all` nor `/msg`, so these run against mechat alone, with fanout.py's"
-        " Python load; `pinned` there is the server on CPU 0 and the load on CPU 1, with no busy-polling."
-        "  Code: the commit, `+ working tree` if mechat/ differed from it (then the number of distinct"
-        " mechat/ digests among the runs).  Server flags: beyond `%s`.  Latency from the command"
-        " queued to the line received; figures are medians, p99 with [min–max]." % FANOUT_SERVER_FLAGS,
+        "`/all` to 1,000 clients, DMs between 1,000, `/all` without and with one client that never"
+        " reads, and a room of 300 without and with one (bench/README.md says what each measures).  The C"
+        " load generator and the reference servers know none of these, so they run against mechat alone,"
+        " with fanout.py's Python load; `pinned` there is the server on CPU 0 and the load on CPU 1, with"
+        " no busy-polling.  Code: the commit, `+ working tree` if mechat/ differed from it (then the"
+        " number of distinct mechat/ digests among the runs, or the one digest).  Server flags: beyond"
+        " `%s`.  Clients, window: the measured clients (the non-reader not counted) and the commands a"
+        " sender may have in flight.  Lines/s counts lines received: in a room, 299 for each line sent."
+        "  Latency from the command queued to the line received; figures are medians, lines/s and p99"
+        " with [min–max]." % FANOUT_SERVER_FLAGS,
         "",
-        "| code | placement | server flags | config | variant | runs ok | lines/s | p50 ms | p99 ms |"
-        " max ms | intact | load CPU | server CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| code | placement | server flags | config | clients, window | variant | runs ok | lines/s |"
+        " p50 ms | p99 ms | max ms | intact | load CPU | server CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups = group_by(rows, fanout_key)
     out += [fanout_row(key, runs) for key, runs in groups.items()]
@@ -558,11 +574,11 @@ def fanout_section(rows: List[Row]) -> List[str]:
 
 def fanout_row(key: Tuple[str, ...], runs: List[Row]) -> str:
     """Return one group of fan-out runs as a row of the markdown table."""
-    code, placement, flags, config, variant = key
+    code, placement, flags, config, load, variant = key
     intact = all(not any(row["verify"].values()) for row in runs)
-    return "| %s | %s | %s | %s | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s |" % (
-        describe_code(code, runs), placement, flags, config, variant or "-",
-        sum(1 for row in runs if row["ok"]), len(runs), number(median_of([r["lines_per_s"] for r in runs])),
+    return "| %s | %s | %s | %s | %s | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s |" % (
+        describe_code(code, runs), placement, flags, config, load, variant or "-",
+        sum(1 for row in runs if row["ok"]), len(runs), spread([r["lines_per_s"] for r in runs]),
         number(median_of(latencies_ms(runs, "p50")), 1), spread(latencies_ms(runs, "p99"), 1),
         number(median_of(latencies_ms(runs, "max")), 1), "yes" if intact else "NO",
         cpu_share(runs, "tester_cpu"), cpu_share(runs, "server_cpu"),
@@ -570,14 +586,20 @@ def fanout_row(key: Tuple[str, ...], runs: List[Row]) -> str:
 
 
 def describe_code(code: str, runs: List[Row]) -> str:
-    """Say which mechat some runs measured: the commit, and how many versions of a working tree."""
+    """Say which mechat some runs measured: the commit, and which or how many versions of a working tree.
+
+    One version is named by its digest, which tells a working tree that
+    matches a later commit (that commit's runs have the same digest).
+    """
     digests = {row.get("source_sha256") for row in runs}
-    return code if len(digests) == 1 else "%s (%d versions)" % (code, len(digests))
+    if len(digests) > 1:
+        return "%s (%d versions)" % (code, len(digests))
+    return "%s (mechat/ sha256 %s)" % (code, digests.pop()) if code.endswith("working tree") else code
 
 
-def latencies_ms(runs: List[Row], percentile: str) -> List[float]:
-    """Return one latency percentile of each fan-out run that has one, in ms."""
-    return [row["lat_us"][percentile] / 1000 for row in runs if row.get("lat_us")]
+def latencies_ms(runs: List[Row], percentile: str, key: str = "lat_us") -> List[float]:
+    """Return one latency percentile of each fan-out run that has one under ``key``, in ms."""
+    return [row[key][percentile] / 1000 for row in runs if row.get(key)]
 
 
 def cpu_share(runs: List[Row], key: str) -> str:
@@ -587,40 +609,71 @@ def cpu_share(runs: List[Row], key: str) -> str:
 
 
 def non_reader_table(groups: Dict[Tuple[str, ...], List[Row]]) -> List[str]:
-    """Return the others' p99 without and with the non-reader, for each code, placement and flags."""
+    """Return the others' p99 without and with the non-reader, for each group of runs that has both."""
     out = [
         "",
-        "### One client that never reads, among 1,000: the others' p99",
+        "### One client that never reads: the others' p99 without and with it",
         "",
-        "| code | placement | server flags | runs without, with | p99 ms without | p99 ms with |"
-        " with / without | the non-reader |",
-        "|---|---|---|---|---|---|---|---|",
+        "`nonreader`: one more client among 1,000, each `/all` line timed to each recipient.  `room`:"
+        " a 301st member of the room, each line timed to each other member (each receipt) and to the"
+        " last of them to get it.  Issue 14's bound: the others' p99 with the non-reader at most %g×"
+        " their p99 without it (the ratio of the medians).  The non-reader's fate is in its first row."
+        % NON_READER_BOUND,
+        "",
+        "| code | placement | server flags | config | clients, window | runs without, with | p99 of |"
+        " ms without | ms with | with / without | ≤ %g× | the non-reader |" % NON_READER_BOUND,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (code, placement, flags, config, variant), stalled in groups.items():
-        baseline = groups.get((code, placement, flags, config, "baseline"))
-        if config != "nonreader" or variant != "non-reader" or not baseline:
+    rows = []
+    for key, stalled in groups.items():
+        baseline = groups.get((*key[:-1], "baseline"))
+        if key[-1] == "non-reader" and baseline:
+            rows += non_reader_rows(key, baseline, stalled)
+    return out + rows if rows else []
+
+
+def non_reader_rows(key: Tuple[str, ...], baseline: List[Row], stalled: List[Row]) -> List[str]:
+    """Return a row for each p99 that one group's runs carry: both ways, their ratio, and the verdict."""
+    code, placement, flags, config, load, _ = key
+    out: List[str] = []
+    for field, timed in NON_READER_FIGURES:
+        if not any(row.get(field) for row in baseline + stalled):
             continue
-        without, with_it = latencies_ms(baseline, "p99"), latencies_ms(stalled, "p99")
-        ratio = "%.2f×" % (median_of(with_it) / median_of(without)) if without and with_it else "-"
-        out.append("| %s | %s | %s | %d, %d | %s | %s | %s | %s |" % (
-            describe_code(code, baseline + stalled), placement, flags, len(baseline), len(stalled),
-            spread(without, 1), spread(with_it, 1), ratio, non_reader_fate(stalled),
+        without, with_it = latencies_ms(baseline, "p99", field), latencies_ms(stalled, "p99", field)
+        ratio = median_of(with_it) / median_of(without) if without and with_it else None  # type: ignore[operator]
+        out.append("| %s | %s | %s | %s | %s | %d, %d | %s | %s | %s | %s | %s | %s |" % (
+            describe_code(code, baseline + stalled), placement, flags, config, load, len(baseline),
+            len(stalled), timed, spread(without, 1), spread(with_it, 1),
+            "-" if ratio is None else "%.2f×" % ratio,
+            "-" if ratio is None else "met" if ratio <= NON_READER_BOUND else "missed",
+            "as above" if out else non_reader_fate(stalled),
         ))  # fmt: skip
-    return out if len(out) > 5 else []
+    return out
 
 
 def non_reader_fate(runs: List[Row]) -> str:
-    """Say what the server did with the non-reader in each run: kept it, or dropped it and when."""
-    fates: Dict[str, int] = {}
+    """Say what the server did with the non-reader: kept it, or dropped it and after how many lines."""
+    fates: Dict[Tuple[str, str], List[Any]] = {}
     for row in runs:
         fate = row.get("non_reader") or {}
-        state, received = str(fate.get("state", "unknown")), number(fate.get("received"))
+        key = (str(fate.get("state", "unknown")), number(fate.get("owed")))
+        fates.setdefault(key, []).append(fate.get("received"))
+    said = []
+    for (state, owed), received in fates.items():
         if state.startswith("kept"):
-            said = "kept, got all %s lines" % received
+            what = "kept, got all %s lines" % owed
         else:
-            said = "%s after %s of %s lines" % (state, received, number(fate.get("owed")))
-        fates[said] = fates.get(said, 0) + 1
-    return "; ".join("%s (%d of %d runs)" % (said, count, len(runs)) for said, count in fates.items())
+            what = "%s after %s of %s lines" % (state, count_range(received), owed)
+        said.append("%s (%d of %d runs)" % (what, len(received), len(runs)))
+    return "; ".join(said)
+
+
+def count_range(counts: List[Any]) -> str:
+    """Format counts as "min–max", or the one count if all are equal; "?" if some run has none."""
+    if not all(isinstance(count, (int, float)) for count in counts):
+        return "?"
+    low, high = min(counts), max(counts)
+    return number(low) if low == high else "%s–%s" % (number(low), number(high))
 
 
 # -- A/B: mechat from two trees, in one sitting ----------------------------------------------
