@@ -6,7 +6,7 @@ here are the rules a cell cannot show.
 
 import socket
 import threading
-from typing import ClassVar, Dict, List
+from typing import ClassVar, List
 
 import pytest
 
@@ -29,33 +29,49 @@ def room_events(peer: Peer, until: bytes) -> List[bytes]:
     return lines
 
 
-def test_every_member_sees_the_rooms_events_in_one_order(start_server: StartServer) -> None:
-    """§7.6: lines, an exit and an entry reach every member in the one order the server decided.
+def until_both(peer: Peer, marks: List[bytes]) -> List[bytes]:
+    """Read a member's lines until it has read every line of ``marks``, in any order."""
+    lines = room_events(peer, marks[0])
+    for mark in marks[1:]:
+        if mark not in lines:
+            lines += room_events(peer, mark)
+    return lines
 
-    Two senders send at once while a third member leaves and another joins.
-    Each watcher must see each sender's lines in order, and the two
-    watchers must see every event they both witnessed in the same order.
-    Then the leaver, who is back in the queue, must have got no room line
-    after its #left_.
+
+def test_every_member_sees_the_rooms_events_in_one_order(start_server: StartServer) -> None:
+    """§7.6: lines, a rename, an exit and an entry reach every member in the one order the server decided.
+
+    Two members send 200 lines each at once, one renaming itself half way,
+    while a third moves to another room and a newcomer joins.  Each watcher
+    must see each sender's lines in order, the rename just between the
+    lines it divides, and the same events as the other watcher in the same
+    order; the mover must get exactly the room's lines before its exit,
+    and the newcomer exactly the events after its entry (rules 1 to 4).
     """
     server = start_server(max_rate=0)
-    ann, ben, watcher_1, watcher_2, leaver = in_room(server.port, "lab", "ann", "ben", "w1", "w2", "leaver")
-    count = 200
-    start = threading.Barrier(3)
+    ann, ben, watcher_1, watcher_2, mover = in_room(server.port, "lab", "ann", "ben", "w1", "w2", "mover")
+    mover.send("/create den")
+    mover.expect("#room_created_den")
+    newcomer = Peer(server.port)
+    count, renamed_after = 200, 99
+    start = threading.Barrier(4)
 
     def send_lines(peer: Peer, name: str) -> None:
         start.wait(TIMEOUT)
         for number in range(count):
             peer.send("%s %d" % (name, number))
+            if name == "ann" and number == renamed_after:
+                peer.send("/nickname ann2")
 
-    def leave_and_come_back() -> None:
+    def send_when_started(peer: Peer, *lines: str) -> None:
         start.wait(TIMEOUT)
-        leaver.send("/leave")
+        peer.send(*lines)
 
     threads = [
         threading.Thread(target=send_lines, args=(ann, "ann")),
         threading.Thread(target=send_lines, args=(ben, "ben")),
-        threading.Thread(target=leave_and_come_back),
+        threading.Thread(target=send_when_started, args=(mover, "/join den")),
+        threading.Thread(target=send_when_started, args=(newcomer, "newcomer", "/join lab")),
     ]
     for thread in threads:
         thread.start()
@@ -63,31 +79,26 @@ def test_every_member_sees_the_rooms_events_in_one_order(start_server: StartServ
         thread.join(TIMEOUT)
     ann.send("/nickname ann-done")  # after all of ann's lines: an end mark every member gets
     ben.send("/nickname ben-done")
-    seen: Dict[str, List[bytes]] = {}
-    for name, watcher in (("w1", watcher_1), ("w2", watcher_2)):
-        lines = room_events(watcher, b"#renamed_lab_ann ann-done")
-        lines += (
-            room_events(watcher, b"#renamed_lab_ben ben-done")
-            if b"#renamed_lab_ben ben-done" not in lines
-            else []
-        )
-        seen[name] = lines
-        for sender in ("ann", "ben"):
-            numbers = [
-                int(line.rsplit(b" ", 1)[1])
-                for line in lines
-                if line.startswith(b"#in_lab_%s " % sender.encode())
-            ]
-            assert numbers == list(range(count)), "%s saw %s's lines out of order or lost" % (name, sender)
-    assert seen["w1"] == seen["w2"]  # the same events, in the same order
-    assert b"#exited_lab_leaver" in seen["w1"]
-    after_leaving = room_events(leaver, b"#wait")
-    assert after_leaving[-2:] == [b"#left_lab", b"#wait"]
-    before = [line for line in after_leaving if line.startswith(b"#in_lab_")]
-    exit_at = seen["w1"].index(b"#exited_lab_leaver")
-    assert before == [line for line in seen["w1"][:exit_at] if line.startswith(b"#in_lab_")]  # §7.6, 3 and 4
-    leaver.send("/who leaver")
-    leaver.expect("#online_1 leaver")  # and not one room line more
+    marks = [b"#renamed_lab_ann2 ann-done", b"#renamed_lab_ben ben-done"]
+    seen = {name: until_both(watcher, marks) for name, watcher in (("w1", watcher_1), ("w2", watcher_2))}
+    assert seen["w1"] == seen["w2"]  # rule 2: the same events, in the same order
+    lines = seen["w1"]
+    for sender in ("ann", "ben"):  # rule 1
+        numbers = [
+            int(line.rsplit(b" ", 1)[1]) for line in lines if line.startswith(b"#in_lab_" + sender.encode())
+        ]
+        assert numbers == list(range(count)), "%s's lines out of order or lost" % sender
+    rename = lines.index(b"#renamed_lab_ann ann2")  # between ann's line 99 and 100, under its names
+    assert [line for line in lines[:rename] if line.startswith(b"#in_lab_ann")][-1] == b"#in_lab_ann ann 99"
+    assert next(line for line in lines[rename:] if line.startswith(b"#in_lab_ann")) == b"#in_lab_ann2 ann 100"
+    assert not [line for line in lines[rename:] if line.startswith(b"#in_lab_ann ")]
+    exit_at, entry_at = lines.index(b"#exited_lab_mover"), lines.index(b"#entered_lab_newcomer")
+    moved = room_events(mover, b"#joined_den")
+    assert moved[:-1] == lines[:exit_at]  # rules 3 and 4: all it witnessed, and nothing after
+    newcomer.expect("#wait", "#joined_lab")
+    assert until_both(newcomer, marks) == lines[entry_at + 1 :]  # rule 3: from its own #joined_
+    mover.send("/who mover")
+    mover.expect("#online_1 mover")  # and not one line of lab more
 
 
 def test_a_member_that_stops_reading_is_dropped_and_holds_up_nobody(start_server: StartServer) -> None:
