@@ -8,12 +8,13 @@ import argparse
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 from types import FrameType
 from typing import Callable, List, Optional, TextIO, Tuple
 
-from mechat import __version__, conform, protocol, tuning
+from mechat import __version__, conform, protocol, tls, tuning
 from mechat.server import ChatServer, Limits
 
 
@@ -170,7 +171,9 @@ def add_serve_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         help="let threads run on every CPU instead of one; one is faster under load,"
         " because only one thread runs Python at a time (see docs/performance)",
     )
-    serve.set_defaults(run=run_serve)
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
+    serve.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    serve.set_defaults(run=run_serve, parser=serve)
 
 
 def add_chat_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -187,6 +190,12 @@ def add_chat_command(commands: "argparse._SubParsersAction[argparse.ArgumentPars
         dest="color",
         action="store_false",
         help="never colour the output (NO_COLOR in the environment does the same)",
+    )
+    chat.add_argument("--tls", action="store_true", help="connect over TLS")
+    chat.add_argument(
+        "--cafile",
+        metavar="FILE",
+        help="trust the authorities in this file (PEM) instead of the system's; implies --tls",
     )
     chat.set_defaults(run=run_chat)
 
@@ -268,6 +277,13 @@ def add_conform_command(commands: "argparse._SubParsersAction[argparse.ArgumentP
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted; return the exit status."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        args.parser.error("--tls-cert and --tls-key go together")
+    context = None  # before tuning: a bad file costs nothing
+    if args.tls_cert is not None:
+        context = load_tls(tls.server_context, args.tls_cert, args.tls_key)
+        if context is None:
+            return 1
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
     if not args.all_cpus:
         tuning.pin_to_one_cpu()
@@ -288,7 +304,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_members=args.max_members,
     )
     try:
-        server = ChatServer((args.host, args.port), limits)
+        server = ChatServer((args.host, args.port), limits, ssl_context=context)
     except OSError as error:
         print(
             "mechat: cannot listen on %s:%d: %s" % (args.host, args.port, error.strerror or error),
@@ -296,7 +312,9 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         return 1
     previous = {signum: signal.signal(signum, stop_serving(server)) for signum in STOP_SIGNALS}
-    logging.getLogger("mechat").info("mechat %s listening on %s:%d", __version__, args.host, server.port)
+    logging.getLogger("mechat").info(
+        "mechat %s listening on %s:%d%s", __version__, args.host, server.port, " (TLS)" if context else ""
+    )
     try:
         server.serve_forever(poll_interval=SHUTDOWN_POLL)
     finally:
@@ -331,11 +349,29 @@ def stop_serving(server: ChatServer) -> Callable[[int, Optional[FrameType]], Non
     return handle
 
 
+def load_tls(make: Callable[..., ssl.SSLContext], *files: Optional[str]) -> Optional[ssl.SSLContext]:
+    """Return ``make(*files)``, a TLS context; or say in one line what is wrong and return None."""
+    try:
+        return make(*files)
+    except ssl.SSLError as error:  # before OSError, of which it is one
+        reason = "%s; is each file PEM, the certificate chain and its own key?" % tls.reason_of(error)
+    except OSError as error:
+        reason = "%s: %s" % (error.filename, error.strerror) if error.filename else str(error)
+    named = " and ".join(name for name in files if name is not None) or "the system's authorities"
+    print("mechat: cannot use %s for TLS: %s" % (named, reason), file=sys.stderr)
+    return None
+
+
 def run_chat(args: argparse.Namespace) -> int:
     """Chat until either side leaves; return the exit status."""
     from mechat import client
 
-    return client.main(args.host, args.port, args.nick, args.color)
+    context = None
+    if args.tls or args.cafile is not None:
+        context = load_tls(tls.client_context, args.cafile)
+        if context is None:
+            return 1
+    return client.main(args.host, args.port, args.nick, args.color, context)
 
 
 def run_load(args: argparse.Namespace) -> int:

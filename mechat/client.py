@@ -36,16 +36,24 @@ thread that hears the answer, opens a new connection with the same nickname
 and starts a new reader for it.  The writer is the only thread that ever
 replaces the connection, and it waits for the old reader to finish first,
 so no two readers ever run at once.
+
+TLS.  With ``--tls`` the connection is a :class:`~mechat.tls.TLSClientSocket`
+rather than a socket: the same ``recv()``, ``sendall()``, ``shutdown()``
+and ``close()``, which is all this module asks of a :class:`Stream`.  An
+``ssl.SSLSocket`` would not do, since the reader and the writer use the
+connection at once (:mod:`mechat.tls`).
 """
 
 import contextlib
 import os
 import socket
+import ssl
 import sys
 import threading
-from typing import Callable, Iterable, Iterator, List, Optional, TextIO
+import time
+from typing import Callable, Iterable, Iterator, List, Optional, Protocol, TextIO
 
-from mechat import protocol
+from mechat import protocol, tls
 from mechat.keyboard import Completer, keyboard_lines
 from mechat.protocol import Notice, NoticeLine, Phase
 from mechat.screen import HELP, OFFER, Place, Screen
@@ -72,6 +80,22 @@ JOIN_REFUSALS = (
 BACK_TO_PAIRING = {"/next": Phase.CHATTING, "/leave": Phase.IN_ROOM}
 
 
+class Stream(Protocol):
+    """What the client needs of a connection: a socket, or a TLSClientSocket."""
+
+    def recv(self, size: int, /) -> bytes:
+        """Return what arrived, at most ``size`` octets; b"" at the end."""
+
+    def sendall(self, data: bytes, /) -> None:
+        """Send all of ``data``."""
+
+    def shutdown(self, how: int, /) -> None:
+        """Shut the connection, which wakes a reader in recv()."""
+
+    def close(self) -> None:
+        """Close the connection."""
+
+
 def is_command(typed: str) -> bool:
     """Say whether a typed line is a command rather than a message (spec §5)."""
     return typed.startswith("/")
@@ -92,11 +116,11 @@ class ChatClient:
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: Stream,
         keyboard: Iterable[str],
         screen: Screen,
         nickname: Optional[str] = None,
-        reconnect: Optional[Callable[[], socket.socket]] = None,
+        reconnect: Optional[Callable[[], Stream]] = None,
         completer: Optional[Completer] = None,
     ) -> None:
         self.sock = sock
@@ -149,7 +173,7 @@ class ChatClient:
 
     # -- The reader -----------------------------------------------------------
 
-    def receive(self, sock: socket.socket) -> None:
+    def receive(self, sock: Stream) -> None:
         """Show each line the server sends on ``sock`` until it closes the connection."""
         try:
             for line in server_lines(sock):
@@ -450,7 +474,7 @@ def unsent(held: List[str], why: str) -> List[str]:
     return ["%d line(s) were not sent: %s." % (len(held), why)] if held else []
 
 
-def server_lines(sock: socket.socket) -> Iterator[str]:
+def server_lines(sock: Stream) -> Iterator[str]:
     """Yield each line the server sends, decoded, until it closes."""
     buffer = protocol.LineBuffer(protocol.MAX_SERVER_LINE_OCTETS)
     while True:
@@ -474,12 +498,41 @@ def connect(host: str, port: int) -> socket.socket:
     return sock
 
 
-def main(host: str, port: int, nickname: Optional[str], color: bool) -> int:
-    """Connect, chat, and return the process exit status."""
+def open_stream(host: str, port: int, context: Optional[ssl.SSLContext]) -> Stream:
+    """Connect to the server, over TLS if given a context, waiting at most CONNECT_TIMEOUT for each.
+
+    Raise tls.TLSError, whose message is one line, if TLS cannot be set up.
+    """
+    sock = connect(host, port)
+    if context is None:
+        return sock
+    try:
+        return tls.wrap_client_socket(sock, context, host, time.monotonic() + CONNECT_TIMEOUT)
+    except OSError:
+        sock.close()
+        raise
+
+
+def tls_advice(error: tls.TLSError) -> str:
+    """Say what to do about a TLS failure, in one sentence."""
+    if isinstance(error, tls.NotTLS):
+        return "That server does not speak TLS: connect without --tls."
+    if isinstance(error, tls.HandshakeTimeout):
+        return "Is that a mechat server, serving TLS?"
+    return "Is --cafile the authority that signed the server's certificate?"
+
+
+def main(
+    host: str, port: int, nickname: Optional[str], color: bool, context: Optional[ssl.SSLContext] = None
+) -> int:
+    """Connect, over TLS if given a context, chat, and return the process exit status."""
     interactive = sys.stdin.isatty()
     screen = Screen(sys.stdout, use_color(color, sys.stdout), interactive)
     try:
-        sock = connect(host, port)
+        sock = open_stream(host, port, context)
+    except tls.TLSError as error:
+        print("mechat: no TLS with %s:%d: %s. %s" % (host, port, error, tls_advice(error)), file=sys.stderr)
+        return 1
     except OSError as error:
         reason = error.strerror or str(error)
         print(
@@ -490,5 +543,5 @@ def main(host: str, port: int, nickname: Optional[str], color: bool) -> int:
         return 1
     completer = Completer()
     keyboard = keyboard_lines(sys.stdin, interactive, screen, completer.complete)
-    client = ChatClient(sock, keyboard, screen, nickname, lambda: connect(host, port), completer)
+    client = ChatClient(sock, keyboard, screen, nickname, lambda: open_stream(host, port, context), completer)
     return client.run()

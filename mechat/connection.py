@@ -39,6 +39,13 @@ lock (in ``flush``), and ``_send_lock`` before ``_life_lock`` (in
 ``close``).  The Matchmaker's lock and ``_life_lock`` are never held
 together: the Matchmaker asks ``hung_up()`` with its own lock released.
 
+TLS.  A connection served over TLS has a :class:`~mechat.tls.TLSChannel`.
+Writers encrypt under the send lock as they take the outbox, so the send
+queue, its cap and the drain thread all deal in ciphertext and need not
+know that TLS is there; the handler decrypts what it reads
+(:mod:`mechat.tls` says why this and not :class:`ssl.SSLSocket`).  The
+channel's own lock is taken after ``_send_lock``, and is the innermost.
+
 Operating systems.  Each trick below was measured on Linux, where the tests
 and CI run, and the function that plays it says why, with numbers where
 there are some.  Where a trick does not exist, a portable fallback keeps
@@ -66,11 +73,12 @@ import struct
 import sys
 import threading
 import time
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 from mechat import protocol
 from mechat.drain import Drainer
 from mechat.matchmaker import Chatter, Matchmaker
+from mechat.tls import TLSChannel
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +143,13 @@ class Connection(Chatter):
         drainer: Drainer,
         send_timeout: float = protocol.DEFAULT_SEND_TIMEOUT,
         send_queue: int = protocol.DEFAULT_SEND_QUEUE,
+        channel: Optional[TLSChannel] = None,
     ) -> None:
         super().__init__(address)
         self.sock = sock
+        #: TLS between the outbox and the socket, or None for plain TCP.  Its
+        #: handler does the handshake before anyone else may write to it.
+        self.channel = channel
         self.drainer = drainer
         self.send_timeout = send_timeout
         self.send_queue = send_queue  # the cap, in octets
@@ -161,7 +173,11 @@ class Connection(Chatter):
         """
         with self._send_lock:
             lines = matchmaker.take_outbox(self)
-            if self._finishing or not lines:
+            if self._finishing:
+                return
+            if self.channel is not None:  # even with no lines: reading may have left TLS bytes to send
+                lines = self.channel.encrypt(lines)
+            if not lines:
                 return
             if self.queued > self.send_queue:
                 raise SendQueueFull("over %d octets behind" % self.send_queue)
@@ -269,6 +285,8 @@ class Connection(Chatter):
             self._finishing = True  # from now on no other thread writes to it
             self._sent.notify_all()
             rest = bytes(self._unsent)
+            if self.channel is not None and not self._cut_off:
+                rest += self.channel.close_notify()  # after the last record, so made under the lock
         if rest and not self._cut_off:
             try:
                 send_within(self.sock, rest, self.send_timeout)

@@ -31,16 +31,29 @@ What keeps one bad client from hurting the others (spec §9):
 * any error writing to one client ends that client's session only;
 * lines over the rate are refused with a notice (§9.5);
 * a connection that never sends a nickname is timed out (§9.2).
+
+TLS.  Given an :class:`ssl.SSLContext`, the server speaks TLS on every
+connection, through a :class:`~mechat.tls.TLSChannel` that its handler
+reads and every writer encrypts with (:mod:`mechat.tls` says why not an
+``SSLSocket``).  The handler is admitted first, so a handshake counts
+against ``max_clients``, then shakes hands within the nickname deadline
+(§9.2): a client that never finishes is dropped then, and costs only its
+own thread meanwhile.  A handshake that fails, for instance a plaintext
+client on the TLS port, is logged in one line and ends the connection.
+The reverse, a TLS client on a plaintext port, is told from its first
+octets (:func:`~mechat.tls.looks_like_tls`): its ClientHello is no
+nickname, so it is refused at once rather than at the nickname timeout.
 """
 
 import logging
 import socket
 import socketserver
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Dict, Iterator, List, Optional, Set, Tuple, Union
 
-from mechat import protocol
+from mechat import protocol, tls
 from mechat.connection import CAUGHT_UP, POLLIN, Connection, poll_for
 from mechat.drain import Drainer
 from mechat.flood import TokenBucket
@@ -137,13 +150,18 @@ class ChatHandler(socketserver.BaseRequestHandler):
         """Prepare the connection and the per-connection state."""
         self.matchmaker = self.server.matchmaker
         self.limits = self.server.limits
+        context = self.server.ssl_context
         self.conn = Connection(
             self.request,
             "%s:%s" % self.client_address[:2],
             self.server.drainer,
             self.limits.send_timeout,
             self.limits.send_queue,
+            tls.TLSChannel(context, server_side=True) if context is not None else None,
         )
+        #: What came with the end of the TLS handshake, read before anything else.
+        self.early = NOTHING_YET
+        self.first_read = True  # the next recv() is the first: it may be a TLS client's hello
         #: Our phase as the Matchmaker last told it; only the Matchmaker changes phases.
         self.phase = Phase.NICKNAME
         self.batch: List[bytes] = []  # messages read but not yet passed on
@@ -168,6 +186,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.follow(self.matchmaker.arrive(self.conn))
         if self.phase is CLOSED:
             log.warning("%s refused: server full or closing", self.conn.address)
+            if self.conn.channel is not None:
+                self.shake_hands()  # by the nickname deadline, as any client: finish() then says why
+            return
+        if self.conn.channel is not None and not self.shake_hands():
             return
         for received in self.receive():
             if isinstance(received, FlushPoint):
@@ -189,6 +211,22 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.conn.close()
         log.info("%s (%s) closed", self.conn.address, self.conn.nickname or "no nickname")
 
+    def shake_hands(self) -> bool:
+        """Do the TLS handshake by the nickname deadline (§9.2); return False, logged, if it failed."""
+        assert self.conn.channel is not None
+        try:
+            self.early = self.conn.channel.handshake(self.request, self.nickname_deadline)
+        except tls.TLSError as error:  # its message is one line: no traceback
+            log.warning("%s: %s", self.conn.address, error)
+        except OSError as error:
+            log.warning("%s reset during the TLS handshake: %s", self.conn.address, error.strerror or error)
+        else:
+            if self.early.reply_pending:
+                self.outboxes_to_write.add(self.conn)
+            return True
+        self.conn.abandon()  # nothing can be said to it: close() writes nothing
+        return False
+
     # -- Reading -------------------------------------------------------------
 
     def receive(self) -> Iterator[Received]:
@@ -198,21 +236,51 @@ class ChatHandler(socketserver.BaseRequestHandler):
         generator blocks in recv() again, so all the lines of one recv() are
         answered or relayed with one write.  Waiting longer than
         ``self.read_timeout`` for input also yields FLUSH_POINT.  The
-        generator ends at end of file or on a reset.
+        generator ends at end of file, on a reset, or at the end of TLS.
         """
         buffer = protocol.LineBuffer(self.limits.max_line)
-        while True:
-            if self.read_timeout is not None and not poll_for(self.request, POLLIN, self.read_timeout):
-                yield FLUSH_POINT
-                continue
-            try:
-                data = self.request.recv(RECV_SIZE)
-            except OSError:
-                return  # reset, or hung up by another thread (§8)
-            if not data:
-                return
+        data, more = self.early.plaintext, not self.early.ended
+        while data or more:
             yield from buffer.feed(data)
             yield FLUSH_POINT
+            if not more:
+                return
+            data, more = self.read_some()
+
+    def read_some(self) -> Tuple[bytes, bool]:
+        """Return the plaintext that came next and whether more may follow; b"" if nothing came in time."""
+        if self.read_timeout is not None and not poll_for(self.request, POLLIN, self.read_timeout):
+            return b"", True
+        try:
+            data = self.request.recv(RECV_SIZE)
+        except OSError:
+            return b"", False  # reset, or hung up by another thread (§8)
+        first, self.first_read = self.first_read, False
+        if not data:  # kept from TLS, to which it is an error: it may be our own hang_up(SHUT_RD)
+            return b"", False
+        if self.conn.channel is not None:
+            return self.decrypt(data)
+        if first and tls.looks_like_tls(data):
+            self.refuse_tls()
+            return b"", False
+        return data, True
+
+    def decrypt(self, data: bytes) -> Tuple[bytes, bool]:
+        """Return the plaintext that ``data`` completes and whether more may follow; note a TLS reply owed."""
+        assert self.conn.channel is not None
+        try:
+            decrypted = self.conn.channel.decrypt(data)
+        except ssl.SSLError as error:  # the client broke TLS: as good as a reset
+            log.warning("%s broke TLS: %s", self.conn.address, tls.reason_of(error))
+            return b"", False
+        if decrypted.reply_pending:  # a KeyUpdate's answer, say: the next flush point sends it
+            self.outboxes_to_write.add(self.conn)
+        return decrypted.plaintext, not decrypted.ended
+
+    def refuse_tls(self) -> None:
+        """Refuse a TLS client on this plaintext port at once: its hello is no nickname (§3, §9.2)."""
+        log.warning("%s spoke TLS to this plaintext server; closing", self.conn.address)
+        self.follow(self.matchmaker.refuse(self.conn, Event.INVALID_NICKNAME))
 
     def parse(self, line: Line) -> Parsed:
         """Say which event of §7.5 ``line`` is in our phase; a refused line is an event too (§6)."""
@@ -429,8 +497,12 @@ class ChatHandler(socketserver.BaseRequestHandler):
             )
 
 
+#: What a connection has read before its first recv(): nothing, and more to come.
+NOTHING_YET = tls.Decrypted(b"", ended=False, reply_pending=False)
+
+
 class ChatServer(socketserver.ThreadingTCPServer):
-    """A ThreadingTCPServer whose handlers meet in one Matchmaker."""
+    """A ThreadingTCPServer whose handlers meet in one Matchmaker, over TLS if given a context."""
 
     allow_reuse_address = True
     daemon_threads = True  # stragglers never keep the process alive
@@ -450,8 +522,10 @@ class ChatServer(socketserver.ThreadingTCPServer):
         address: Tuple[str, int],
         limits: Limits = Limits(),
         handler: type = ChatHandler,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         self.limits = limits
+        self.ssl_context = ssl_context  # made by mechat.tls.server_context(); None for plain TCP
         self.matchmaker = Matchmaker(limits.max_clients, Rooms(limits.max_rooms, limits.max_members))
         # Before binding: a failed bind calls server_close(), which stops it.
         self.drainer = Drainer(self.drop_and_tell)

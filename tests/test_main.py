@@ -115,8 +115,8 @@ def test_serve_runs_until_sigterm(monkeypatch: pytest.MonkeyPatch, restore_sigte
     ready = threading.Event()
 
     class ObservedServer(ChatServer):
-        def __init__(self, *args: Any) -> None:
-            super().__init__(*args)
+        def __init__(self, *args: Any, **options: Any) -> None:
+            super().__init__(*args, **options)
             started.append(self)
             ready.set()
 
