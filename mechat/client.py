@@ -172,6 +172,12 @@ class ChatClient:
         except KeyboardInterrupt:
             self.quit()
         self.hang_up()
+        # The reader may still be showing the notice that ended the session.
+        # A daemon thread that is writing to stdout as the interpreter exits
+        # holds its lock, and the exit then aborts (Fatal Python error), so
+        # let it finish: the hang-up has ended its recv().
+        if self.reader is not None:
+            self.reader.join(QUIT_GRACE)
         self.sock.close()
         return self.exit_status
 

@@ -230,6 +230,62 @@ def test_server_shutdown_is_a_goodbye(start_server: StartServer) -> None:
     assert alice.exit_status() == 0
 
 
+class WatchedClient(ChatClient):
+    """A client that tells ``either`` when its main thread starts to wait for its reader to finish."""
+
+    either = threading.Event()
+
+    def start_reader(self) -> None:
+        super().start_reader()
+        assert self.reader is not None
+        real_join = self.reader.join
+
+        def join(timeout: Optional[float] = None) -> None:
+            WatchedClient.either.set()
+            real_join(timeout)
+
+        self.reader.join = join  # type: ignore[method-assign]
+
+
+def test_the_client_ends_only_once_its_reader_has_shown_the_last_notice() -> None:
+    """§10: run() returns after the reader has shown the notice that ended the session.
+
+    A reader still printing when the process exits holds stdout's lock, and
+    the interpreter's exit then aborts ("Fatal Python error").  The screen
+    here shows #server_shutdown only once the main thread either waits for
+    the reader or has returned: the order of the two must be the reader's
+    line first.
+    """
+    WatchedClient.either.clear()
+    order: List[str] = []
+
+    class HeldScreen(RecordingScreen):
+        def show(self, text: str) -> None:
+            if "shutting down" in text:
+                assert WatchedClient.either.wait(TIMEOUT), "run() neither returned nor waited for the reader"
+                order.append("shown")
+            super().show(text)
+
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(TIMEOUT)
+    keyboard = Keyboard()
+    chat = WatchedClient(ours, keyboard, HeldScreen(), "alice", None)
+
+    def run() -> None:
+        chat.run()
+        order.append("returned")
+        WatchedClient.either.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert theirs.recv(100) == b"alice\n"
+    theirs.sendall(b"#wait\n#server_shutdown\n")
+    theirs.close()
+    thread.join(TIMEOUT)
+    keyboard.type(None)
+    assert order == ["shown", "returned"]
+
+
 def test_server_closing_without_notice_is_reported() -> None:
     """A server that just closes is reported in plain words; the client exits 0."""
     listener = socket.create_server(("127.0.0.1", 0))
