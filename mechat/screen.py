@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Callable, ClassVar, Dict, List, NamedTuple, TextIO, Tuple
 
-from mechat.protocol import NOTICES_WITH_MEMBER, NOTICES_WITH_ROOM, Notice, NoticeLine, Phase
+from mechat.protocol import NOTICES_ABOUT_A_MEMBER, NOTICES_WITH_ROOM, Notice, NoticeLine, Phase
 
 #: Every command the client knows, as its usage and what it does, one line
 #: each: /help prints this table, and Tab completes its command names.
@@ -155,9 +155,6 @@ UNANSWERED = "The server has not answered /join %s yet; until it does, what you 
 #: cannot encode them (a Windows pipe or file is cp1252).
 PLAIN = str.maketrans({"→": "->", "…": "..."})
 
-#: The notices whose argument is a room, ``_`` and a nickname (spec §6).
-MEMBER_NOTICES = (*NOTICES_WITH_MEMBER, Notice.IN, Notice.RENAMED)
-
 
 def member_of(notice: NoticeLine) -> Tuple[str, str]:
     """Return the room and the nickname of a notice about a member: a room has no ``_`` (spec §3.2)."""
@@ -183,7 +180,7 @@ class Place(NamedTuple):
         words["partner"] = self.partner or "Your partner"
         if notice.name in NOTICES_WITH_ROOM:
             words["room"] = notice.argument
-        elif notice.name in MEMBER_NOTICES:
+        elif notice.name in NOTICES_ABOUT_A_MEMBER:
             words["room"], words["nick"] = member_of(notice)
         return words
 
