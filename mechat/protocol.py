@@ -246,9 +246,9 @@ all_verb = b"/all"
 # next-command = %s"/next"                                                 §5.7
 next_command = b"/next"
 # text = 1*message-char                                                     §5.5
-# (the octet limit is line-octets': check_text counts with len())
+# (the octet limit is line-octets': decode_text counts with len(); the
+# notices that carry a text match it through NOTICE_TAILS)
 text = message_char + "+"
-TEXT_RE = re.compile(text)
 # count = %x30 / %x31-39 *9DIGIT                                           §6.1
 count = r"0|[1-9][0-9]{0,9}"
 COUNT_RE = re.compile(count)
