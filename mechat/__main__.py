@@ -406,6 +406,12 @@ def run_conform(args: argparse.Namespace) -> int:
         return 0
     if args.port is None:
         args.parser.error("--port is required: the port of the server to grade")
+    if any(check.feature == conform.rooms.LIMITS_FEATURE for check in checks):
+        # room-full holds a room's worth of connections open at once: more
+        # than macOS's default of 256 descriptors a process.
+        warning = tuning.raise_file_limit(conform.rooms.MOST_CONNECTIONS)
+        if warning:
+            print("mechat conform: %s" % warning, file=sys.stderr)
     output = open_report(args)
     try:
         status = conform.run(args.host, args.port, args.timeout, None, checks, args.format, output, weights)

@@ -16,13 +16,14 @@ So each direction gets its own thread, as in the Trio tutorial's echo client:
 They share one small piece of state, the phase the session is in, guarded by
 one Condition.  The reader changes it as notices arrive; the writer waits on
 it after sending a nickname, until the server has accepted or refused it,
-and after sending ``/join``, until the server has let it in or not, so that
-the next prompt, and the line typed at it, go where the user then is.
-While there is no partner yet, messages typed early are held and sent once
-a partner is found rather than refused with ``#wait``.  Commands are
-never held: ``/who``, ``/msg``, ``/all``, ``/next`` and the room commands
-work while waiting as well as while chatting or in a room (protocol 2).
-The main thread only starts both and waits for the session to end.
+and after sending ``/join``, until the server has let it in or not
+(:meth:`ChatClient.settle` tells which notice answers it), so that the next
+prompt, and the line typed at it, go where the user then is.  While there
+is no partner yet, messages typed early are held and sent once a partner
+is found rather than refused with ``#wait``.  Commands are never held:
+``/who``, ``/msg``, ``/all``, ``/next`` and the room commands work while
+waiting as well as while chatting or in a room (protocol 2).  The main
+thread only starts both and waits for the session to end.
 
 The reader keeps the prompt saying where a typed line will go (waiting,
 to the partner, to the room): it moves the session along after each
@@ -45,18 +46,17 @@ connection at once (:mod:`mechat.tls`).
 """
 
 import contextlib
-import os
 import socket
 import ssl
 import sys
 import threading
 import time
-from typing import Callable, Iterable, Iterator, List, Optional, Protocol, TextIO
+from typing import Callable, Iterable, Iterator, List, Optional, Protocol
 
 from mechat import protocol, tls
 from mechat.keyboard import Completer, keyboard_lines
-from mechat.protocol import Notice, NoticeLine, Phase
-from mechat.screen import HELP, OFFER, Place, Screen
+from mechat.protocol import NOTICES_WITH_MEMBER, NOTICES_WITH_TEXT, Notice, NoticeLine, Phase
+from mechat.screen import HELP, NO_ROOMS, OFFER, PARTNER_LEFT, UNANSWERED, Place, Screen, unsent, use_color
 
 #: Seconds to wait for the server to close after we send /quit.
 QUIT_GRACE = 5.0
@@ -67,13 +67,25 @@ CONNECT_TIMEOUT = 10.0
 #: Notices after which the server closes the connection (spec §6).
 FINAL_NOTICES = (Notice.USER_QUIT, Notice.NICKNAME_TIMEOUT, Notice.SERVER_FULL, Notice.SERVER_SHUTDOWN)
 
-#: Notices that answer a /join which let nobody in: the place stays as it was (spec §5.10).
-JOIN_REFUSALS = (
-    Notice.NO_SUCH_ROOM,
-    Notice.ROOM_FULL,
-    Notice.INVALID_ROOM,
-    Notice.INVALID_MESSAGE,  # a /join line too long to be a command
-)
+#: Notices that accept a nickname (spec §7.1), or pair a client again (§5.7, §5.12).
+PAIRING_NOTICES = (Notice.WAIT, Notice.MATCHED_TO)
+
+#: Seconds the writer waits for the answer to /join: a server that never
+#: answers must not leave the user without a prompt, or Ctrl-D.
+JOIN_TIMEOUT = 5.0
+
+#: Seconds between run()'s looks at the session: on Windows Ctrl-C
+#: interrupts a timed wait once it times out, and an untimed one never.
+INTERRUPT_POLL = 0.5
+
+#: The notices that answer no line of ours (spec §6): news of others, the end of the connection,
+#: and #wait and #matched_to_, which answer a nickname, /next or /leave but also come unasked.
+UNASKED = (*NOTICES_WITH_TEXT, *NOTICES_WITH_MEMBER, *FINAL_NOTICES, *PAIRING_NOTICES, Notice.PARTNER_RENAMED)
+
+#: The answers to a /join that name its room (spec §5.10), and those that name no line: a server
+#: without rooms refuses a /join as an unknown command (§5.3), a busy one any line (§9.5).
+JOIN_ANSWERS = (Notice.JOINED, Notice.NO_SUCH_ROOM, Notice.ROOM_FULL)
+UNNAMED_REFUSALS = (Notice.INVALID_COMMAND, Notice.RATE_LIMITED)
 
 #: The commands that go back to finding a partner, and the phase each leaves
 #: (spec §5.7, §5.12): lines typed after one are held for the next partner.
@@ -101,9 +113,33 @@ def is_command(typed: str) -> bool:
     return typed.startswith("/")
 
 
-def is_join(typed: str) -> bool:
-    """Say whether a typed line is a /join, which the server answers whatever follows (spec §5.10)."""
-    return typed.partition(" ")[0] == "/join"
+def room_to_join(typed: str) -> str:
+    """Return the room a well-formed /join names, else "" (spec §5.10, §3.2).
+
+    A malformed /join moves nobody, so its ``#invalid_room`` is not waited
+    for.  A room name keeps the line far within the line limit (§2.3).
+    """
+    verb, space, room = typed.partition(" ")
+    return room if verb == "/join" and space and protocol.ROOM_RE.fullmatch(room) else ""
+
+
+def owes_an_answer(line: str, phase: Phase) -> bool:
+    """Say whether the server answers ``line``, sent in ``phase``, with one notice not UNASKED (spec §6).
+
+    Every command but /quit (the close answers it) and /next out of a room
+    (§5.7); a message only if it is refused (§4).  A nickname has its own wait.
+    """
+    if phase is Phase.NICKNAME or line == "/quit":
+        return False
+    if line == "/next":
+        return phase is Phase.IN_ROOM
+    if is_command(line):
+        return True
+    try:
+        protocol.check_message(encoded(line))
+    except protocol.InvalidMessage:
+        return True
+    return False
 
 
 class ChatClient:
@@ -136,7 +172,8 @@ class ChatClient:
         self.held: List[str] = []  # messages typed before there was a partner
         self.phase = Phase.NICKNAME
         self.nickname_pending = False  # sent a nickname, no verdict yet
-        self.joining = False  # sent /join, no verdict yet
+        self.joining = ""  # the room of a /join sent, no verdict yet
+        self.owed = 0  # answers owed for lines sent: see settle()
         self.offering = False  # the partner left; the user may ask for a new one
         self.leaving = False  # we sent /quit, so the close is expected
         # Notified by the reader whenever phase, nickname_pending, joining or
@@ -154,10 +191,17 @@ class ChatClient:
         threading.Thread(target=self.send_typed, name="send_typed", daemon=True).start()
         try:
             with self.changed:
-                self.changed.wait_for(lambda: self.phase is Phase.CLOSED and not self.offering)
+                while self.phase is not Phase.CLOSED or self.offering:
+                    self.changed.wait(INTERRUPT_POLL)  # timed, for Ctrl-C on Windows
         except KeyboardInterrupt:
             self.quit()
         self.hang_up()
+        # The reader may still be showing the notice that ended the session.
+        # A daemon thread that is writing to stdout as the interpreter exits
+        # holds its lock, and the exit then aborts (Fatal Python error), so
+        # let it finish: the hang-up has ended its recv().
+        if self.reader is not None:
+            self.reader.join(QUIT_GRACE)
         self.sock.close()
         return self.exit_status
 
@@ -201,8 +245,7 @@ class ChatClient:
         then = self.follow(notice)
         self.update_prompt()
         self.screen.notice(notice, place)
-        for sentence in then:
-            self.screen.info(sentence)
+        self.screen.info(*then)
 
     def place(self) -> Place:
         """Say where the session is, for the screen's sentences and prompt."""
@@ -216,7 +259,8 @@ class ChatClient:
     def follow(self, notice: NoticeLine) -> List[str]:
         """Move the session along after a notice (spec §7); return what to say after the notice itself."""
         name = notice.name
-        if self.phase is Phase.NICKNAME and name in (Notice.WAIT, Notice.MATCHED_TO):
+        answers_join = self.settle(notice)
+        if self.phase is Phase.NICKNAME and name in PAIRING_NOTICES:
             self.nickname = self.proposed
         if name is Notice.MATCHED_TO or name is Notice.PARTNER_RENAMED:
             self.partner = notice.argument
@@ -227,14 +271,39 @@ class ChatClient:
         if name is Notice.MATCHED_TO:
             self.start_chatting()
         elif name is Notice.JOINED:
-            return self.enter_room(notice.argument)
+            return self.enter_room(notice.argument, answers_join)
         elif name is Notice.WAIT and self.phase is Phase.NICKNAME:
             self.set_phase(Phase.WAITING)
         elif self.phase is Phase.NICKNAME:  # any other answer refuses the nickname
             self.set_phase(Phase.NICKNAME)
-        elif name in JOIN_REFUSALS:
-            self.join_answered()  # if a /join is waiting: we stay where we are
+        elif answers_join:
+            return self.join_refused(name)
         return []
+
+    def settle(self, notice: NoticeLine) -> bool:
+        """Count ``notice`` against the answers owed; return True if it answers the /join the writer waits on.
+
+        The server answers a client's lines in the order they came (spec
+        §6), but lines typed quickly all go out before the first answer, and
+        a refusal like ``#invalid_command`` does not say which line it
+        refuses.  So each line sent that will be answered (owes_an_answer)
+        adds one to ``owed``, the /join too, and each answer takes one off.
+        The /join's answer names the room typed, in any case (JOIN_ANSWERS),
+        or is an UNNAMED_REFUSAL that comes once every line sent before the
+        /join has had its answer.  A refusal of an earlier line, such as
+        ``#invalid_room`` for ``/create lab_3``, never ends the wait.  The
+        count errs only if a message, answered by nothing else, is refused
+        for speed (§9.5); the wait's time limit covers that too.
+        """
+        if notice.name in UNASKED:
+            return False
+        with self.changed:
+            names_room = notice.name in JOIN_ANSWERS and notice.argument.lower() == self.joining.lower()
+            last_owed = notice.name in UNNAMED_REFUSALS and self.owed <= 1  # 1: the /join's own
+            answers_join = bool(self.joining) and (names_room or last_owed)
+            # In order (§6): with the /join's answer, every line sent before it has had its own.
+            self.owed = 0 if answers_join else max(0, self.owed - 1)
+        return answers_join
 
     def end_connection(self, name: Notice) -> List[str]:
         """Close the session after a final notice, or offer a new partner if the partner left."""
@@ -259,35 +328,54 @@ class ChatClient:
                 return []
             held, self.held = self.held, []
             self.phase = Phase.CLOSED
-            self.nickname_pending = self.joining = False
+            self.nickname_pending, self.joining = False, ""
             self.offering = True
             self.changed.notify_all()
         return [*unsent(held, "nobody joined"), OFFER]
 
-    def enter_room(self, room: str) -> List[str]:
-        """Record that we are in ``room`` (spec §5.10); return what to say about lines held for a partner.
+    def enter_room(self, room: str, answers_join: bool) -> List[str]:
+        """Record that we are in ``room`` (spec §5.10); return what to say of a partner left and held lines.
 
         Those lines are not sent to the room: they were written for one
         stranger, not for everyone in it.
         """
         with self.changed:
             held, self.held = self.held, []
+            left = self.partner if self.phase is Phase.CHATTING else ""
             self.phase, self.room, self.partner = Phase.IN_ROOM, room, ""
-            self.joining = False
+            if answers_join:  # else a late answer to a /join given up on: the wait goes on
+                self.joining = ""
             self.changed.notify_all()
-        return unsent(held, "they were for a partner, and you went into #%s" % room)
+        why = "they were for a partner, and you went into #%s" % room
+        return [*([PARTNER_LEFT % left] if left else []), *unsent(held, why)]
+
+    def join_refused(self, refusal: Notice) -> List[str]:
+        """Record that the /join let us in nowhere, and send the lines held for a partner found meanwhile.
+
+        Return what to say: a server that refuses a well-formed /join as an
+        unknown command has no rooms (spec §5.3).
+        """
+        with self._send_lock:
+            with self.changed:
+                self.joining = ""
+                held = self.take_held_for_partner()
+                self.changed.notify_all()
+            for line in held:
+                self._send(line)
+        return [NO_ROOMS] if refusal is Notice.INVALID_COMMAND else []
+
+    def take_held_for_partner(self) -> List[str]:
+        """Take the held lines to send, if there is a partner to send them to; call with ``changed`` held."""
+        if self.phase is not Phase.CHATTING:
+            return []
+        held, self.held = self.held, []
+        return held
 
     def set_phase(self, phase: Phase) -> None:
         """Record a new phase, and that any nickname or /join has had its answer."""
         with self.changed:
             self.phase = phase
-            self.nickname_pending = self.joining = False
-            self.changed.notify_all()
-
-    def join_answered(self) -> None:
-        """Record that any /join sent has had its answer, and the phase is as it was."""
-        with self.changed:
-            self.joining = False
+            self.nickname_pending, self.joining = False, ""
             self.changed.notify_all()
 
     # -- The writer -----------------------------------------------------------
@@ -318,24 +406,26 @@ class ChatClient:
             self.send_nickname(typed)
         elif BACK_TO_PAIRING.get(typed) is phase:
             self.back_to_pairing(phase, typed)
-        elif is_join(typed) and phase is not Phase.CLOSED:
-            self.send_join(typed)
+        elif room_to_join(typed) and phase is not Phase.CLOSED:
+            self.send_join(typed, room_to_join(typed))
         elif phase is not Phase.CLOSED and (phase is not Phase.WAITING or is_command(typed)):
             self.send_line(typed)
         return phase is not Phase.CLOSED
 
     def wait_for_answer(self) -> None:
-        """Wait until the nickname or /join just sent has its answer, so the next prompt says where lines go.
+        """Wait until the nickname just sent has its answer, so the next prompt says where lines go.
 
-        A server that ends the session (#server_full) answers neither: CLOSED
+        A server that ends the session (#server_full) does not answer: CLOSED
         ends the wait too.  The reader sets the new prompt as well, but only
         after it has woken this thread, which might draw the old one first.
         """
         with self.changed:
-            self.changed.wait_for(
-                lambda: not (self.nickname_pending or self.joining) or self.phase is Phase.CLOSED
-            )
+            self.changed.wait_for(self.answered)
         self.update_prompt()
+
+    def answered(self) -> bool:
+        """Say whether the nickname or /join sent has its answer or never will; call with ``changed`` held."""
+        return not (self.nickname_pending or self.joining) or self.phase is Phase.CLOSED
 
     def answer_offer(self, typed: str) -> bool:
         """After the partner left, find a new one at Enter (or /next); ask again at anything else."""
@@ -365,7 +455,7 @@ class ChatClient:
                 self.changed.notify_all()
             return False
         with self.changed:
-            self.sock, self.partner = sock, ""
+            self.sock, self.partner, self.owed = sock, "", 0
             self.phase = Phase.NICKNAME
             self.offering = False
             self.changed.notify_all()
@@ -407,8 +497,7 @@ class ChatClient:
             self.changed.notify_all()
         if over and not offered:
             return False  # the session ended already, and said so
-        for sentence in [*unsent(held, "nobody joined"), "Leaving."]:
-            self.screen.info(sentence)
+        self.screen.info(*unsent(held, "nobody joined"), "Leaving.")
         if not offered:  # with an offer open there is no connection to tell
             self.send_line("/quit")
             self.wait_for_close()
@@ -436,42 +525,63 @@ class ChatClient:
         self.send_line(nickname)
         self.wait_for_answer()
 
-    def send_join(self, typed: str) -> None:
-        """Send a /join and wait for the server to let us in or not (spec §5.10)."""
+    def send_join(self, typed: str, room: str) -> None:
+        """Send a /join and wait for the server to let us in or not (spec §5.10), at most JOIN_TIMEOUT.
+
+        A later answer is followed as any notice is.  Lines held for a partner
+        found meanwhile are then dropped: the /join may yet put them in the room.
+        """
+        self.send_line(typed, joining=room)
         with self.changed:
-            self.joining = True
-        self.send_line(typed)
-        self.wait_for_answer()
+            answered = self.changed.wait_for(self.answered, JOIN_TIMEOUT)
+            held = [] if answered else self.take_held_for_partner()
+            self.joining = ""
+        self.update_prompt()
+        if not answered:
+            why = "the /join may yet take you into #%s" % room
+            self.screen.info(UNANSWERED % room, *unsent(held, why))
 
     def start_chatting(self) -> None:
         """Enter the chatting phase and send the held lines before any typed later.
 
         The send lock is taken before the phase changes, so a writer that
-        sees CHATTING and sends at once queues behind the held lines.
+        sees CHATTING and sends at once queues behind the held lines.  While
+        a /join waits for its answer they stay held, as the server may have
+        paired us before it read the /join: its answer decides where they go.
         """
         with self._send_lock:
             with self.changed:
-                held, self.held = self.held, []
                 self.phase = Phase.CHATTING
                 self.nickname_pending = False
+                held = [] if self.joining else self.take_held_for_partner()
                 self.changed.notify_all()
             for line in held:
                 self._send(line)
 
-    def send_line(self, text: str) -> None:
-        """Send one line, whole, between other threads' lines."""
+    def send_line(self, text: str, joining: str = "") -> None:
+        """Send one line, whole, between other threads' lines; ``joining`` names the room of a /join."""
         with self._send_lock:
-            self._send(text)
+            self._send(text, joining)
 
-    def _send(self, text: str) -> None:
-        """Write one line; call with the send lock held.  A dead connection is the reader's to report."""
+    def _send(self, text: str, joining: str = "") -> None:
+        """Write one line and count the answer it is owed; call with the send lock held.
+
+        The count (and for a /join, ``joining``) changes in one step before the
+        line goes out, for its answer to find.  A dead connection is the
+        reader's to report.
+        """
+        with self.changed:
+            if owes_an_answer(text, self.phase):
+                self.owed += 1
+            if joining:
+                self.joining = joining
         with contextlib.suppress(OSError):
-            self.sock.sendall(text.encode("utf-8", "replace") + protocol.LF)
+            self.sock.sendall(encoded(text) + protocol.LF)
 
 
-def unsent(held: List[str], why: str) -> List[str]:
-    """Say how many held lines will never be sent, and why: they are dropped, but never silently."""
-    return ["%d line(s) were not sent: %s." % (len(held), why)] if held else []
+def encoded(line: str) -> bytes:
+    """Return a typed line as it goes on the wire (spec §2.4)."""
+    return line.encode("utf-8", "replace")
 
 
 def server_lines(sock: Stream) -> Iterator[str]:
@@ -484,11 +594,6 @@ def server_lines(sock: Stream) -> Iterator[str]:
         for line in buffer.feed(data):
             if isinstance(line, bytes):
                 yield line.decode("utf-8", "replace")
-
-
-def use_color(requested: bool, out: TextIO) -> bool:
-    """Colour only a terminal, and never when NO_COLOR is set (no-color.org)."""
-    return requested and out.isatty() and not os.environ.get("NO_COLOR")
 
 
 def connect(host: str, port: int) -> socket.socket:

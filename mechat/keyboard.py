@@ -17,8 +17,8 @@ import sys
 import threading
 from typing import Callable, Iterator, List, Optional, Set, TextIO, Tuple
 
-from mechat.protocol import NOTICES_WITH_ROOM, Notice, NoticeLine
-from mechat.screen import COMMAND_COMPLETIONS, MEMBER_NOTICES, Screen, member_of
+from mechat.protocol import NOTICES_ABOUT_A_MEMBER, NOTICES_WITH_ROOM, Notice, NoticeLine
+from mechat.screen import COMMAND_COMPLETIONS, Screen, member_of
 
 #: The notices that name a room that exists, spelled as its creator spelled
 #: it; ``#no_such_room_`` only echoes what was typed (spec §5.10).
@@ -91,7 +91,7 @@ def names_in(notice: NoticeLine) -> Tuple[List[str], List[str]]:
         return [], notice.text.split()
     if name in EXISTING_ROOM_NOTICES:
         return [], [notice.argument]
-    if name in MEMBER_NOTICES:
+    if name in NOTICES_ABOUT_A_MEMBER:
         room, nickname = member_of(notice)
         return [nickname, notice.text] if name is Notice.RENAMED else [nickname], [room]
     return [], []

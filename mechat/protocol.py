@@ -246,9 +246,9 @@ all_verb = b"/all"
 # next-command = %s"/next"                                                 §5.7
 next_command = b"/next"
 # text = 1*message-char                                                     §5.5
-# (the octet limit is line-octets': check_text counts with len())
+# (the octet limit is line-octets': decode_text counts with len(); the
+# notices that carry a text match it through NOTICE_TAILS)
 text = message_char + "+"
-TEXT_RE = re.compile(text)
 # count = %x30 / %x31-39 *9DIGIT                                           §6.1
 count = r"0|[1-9][0-9]{0,9}"
 COUNT_RE = re.compile(count)
@@ -352,36 +352,6 @@ class Notice(str, enum.Enum):
     RENAMED = "#renamed_"
 
 
-#: The notices that end with a nickname, and nothing after it (§6).
-NOTICES_WITH_NICKNAME = (
-    Notice.MATCHED_TO,
-    Notice.NICKNAME_CHANGED,
-    Notice.PARTNER_RENAMED,
-    Notice.SENT_TO,
-    Notice.NO_SUCH_USER,
-)
-
-#: The notices that end with a room name (§6).
-NOTICES_WITH_ROOM = (
-    Notice.ROOM_CREATED,
-    Notice.ROOM_EXISTS,
-    Notice.JOINED,
-    Notice.NO_SUCH_ROOM,
-    Notice.ROOM_FULL,
-    Notice.LEFT,
-)
-
-#: The notices whose argument is a room, ``_`` and a nickname (§6): a room
-#: name has no ``_`` (§3.2), so the first one splits the two.
-NOTICES_WITH_MEMBER = (Notice.ENTERED, Notice.EXITED)
-
-#: The notices whose argument is followed by SP and a text: what a client
-#: wrote, or (for #renamed_) the new nickname (§6).
-NOTICES_WITH_TEXT = (Notice.FROM, Notice.ALL_FROM, Notice.IN, Notice.RENAMED)
-
-#: The notices that end with a count, maybe followed by a list (§6.1).
-NOTICES_WITH_COUNT = (Notice.ONLINE, Notice.BROADCAST, Notice.ROOMS, Notice.MEMBERS)
-
 #: A room, ``_`` and a nickname: the argument of a notice about a member.
 member = room + "_" + nickname
 #: A list's items after its count (§6.1).
@@ -435,6 +405,38 @@ NOTICE_TAILS: Dict[Notice, Tail] = {
 
 #: Every notice that carries an argument after its name: ``_`` is its last character.
 NOTICES_WITH_ARGUMENT = tuple(NOTICE_TAILS)
+
+
+def _notices_whose(argument: str, ending: bool = False) -> Tuple[Notice, ...]:
+    """Return the notices whose argument has the rule ``argument``; with ``ending``, those that end there."""
+    return tuple(
+        name
+        for name, tail in NOTICE_TAILS.items()
+        if tail.argument == argument and not (ending and tail.rest is not None)
+    )
+
+
+#: The notices that end with a nickname, and nothing after it (§6).
+NOTICES_WITH_NICKNAME = _notices_whose(nickname, ending=True)
+
+#: The notices that end with a room name (§6).
+NOTICES_WITH_ROOM = _notices_whose(room, ending=True)
+
+#: The notices whose argument is a room, ``_`` and a nickname (§6): a room
+#: name has no ``_`` (§3.2), so the first one splits the two.
+NOTICES_ABOUT_A_MEMBER = _notices_whose(member)
+
+#: The notices about a member that end with it: entries and exits.
+NOTICES_WITH_MEMBER = _notices_whose(member, ending=True)
+
+#: The notices whose argument is followed by SP and a text: what a client
+#: wrote, or (for #renamed_) the new nickname (§6).
+NOTICES_WITH_TEXT = tuple(
+    name for name, tail in NOTICE_TAILS.items() if tail.rest is not None and not tail.listed
+)
+
+#: The notices that end with a count, maybe followed by a list (§6.1).
+NOTICES_WITH_COUNT = _notices_whose(count)
 
 _TAIL_RES = {name: tail.compile() for name, tail in NOTICE_TAILS.items()}
 

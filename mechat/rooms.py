@@ -57,9 +57,7 @@ class Room:
     def renamed(self, chatter: "Chatter", old: str) -> List["Chatter"]:
         """Owe the others ``#renamed_`` for a member who was called ``old`` (§7.6)."""
         self.version += 1
-        return self.tell(
-            chatter, notice(Notice.RENAMED, self.name + "_" + old, chatter.nickname.encode("ascii"))
-        )
+        return self.tell(chatter, notice(Notice.RENAMED, self.member(old), chatter.nickname.encode("ascii")))
 
     def say(self, sender: "Chatter", lines: List[bytes]) -> List["Chatter"]:
         """Owe every other member each of the sender's lines as ``#in_`` (§7.6).
@@ -67,7 +65,7 @@ class Room:
         The lines are made once and appended to every outbox: a room of
         300 costs 300 appends a line under the lock, and no copies.
         """
-        prefix = ("%s%s_%s" % (Notice.IN.value, self.name, sender.nickname)).encode("ascii") + SP
+        prefix = (Notice.IN.value + self.member(sender.nickname)).encode("ascii") + SP
         owed = [prefix + line for line in lines]
         octets = sum(map(len, owed))
         others = self.others(sender)
@@ -90,9 +88,13 @@ class Room:
         """Return the members' nicknames, in the order they came."""
         return [member.nickname for member in self.members]
 
+    def member(self, nickname: str) -> str:
+        """Return ROOM_NICK, the argument of every notice about a member (§6): a room has no ``_`` (§3.2)."""
+        return self.name + "_" + nickname
+
     def _about(self, name: Notice, nickname: str) -> bytes:
-        """Format a notice about one member: ROOM_NICK is its argument."""
-        return notice(name, self.name + "_" + nickname)
+        """Format a notice that ends with a member, as #entered_ and #exited_ do."""
+        return notice(name, self.member(nickname))
 
     def __repr__(self) -> str:
         return "<Room %s, %d members>" % (self.name, len(self.members))

@@ -16,13 +16,14 @@ its own.
 """
 
 import contextlib
+import os
 import shutil
 import sys
 import threading
 import time
 from typing import Callable, ClassVar, Dict, List, NamedTuple, TextIO, Tuple
 
-from mechat.protocol import NOTICES_WITH_MEMBER, NOTICES_WITH_ROOM, Notice, NoticeLine, Phase
+from mechat.protocol import NOTICES_ABOUT_A_MEMBER, NOTICES_WITH_ROOM, Notice, NoticeLine, Phase
 
 #: Every command the client knows, as its usage and what it does, one line
 #: each: /help prints this table, and Tab completes its command names.
@@ -141,8 +142,18 @@ PROMPTS = {
 #: What the client asks once the partner has left and the connection is over.
 OFFER = "Press Enter to find a new partner, or Ctrl-D to quit."
 
-#: The notices whose argument is a room, ``_`` and a nickname (spec §6).
-MEMBER_NOTICES = (*NOTICES_WITH_MEMBER, Notice.IN, Notice.RENAMED)
+#: What the client says after /join took it from a partner (spec §5.10): the server tells only the partner.
+PARTNER_LEFT = "You left %s, who is told that you have left the chat."
+
+#: What the client says when a server refuses a well-formed /join as an unknown command (spec §5.3).
+NO_ROOMS = "This server does not know /join: it has no rooms."
+
+#: What the client says when /join has no answer in time; it then reads the keyboard again.
+UNANSWERED = "The server has not answered /join %s yet; until it does, what you type goes where it went."
+
+#: Stand-ins for the characters the client itself uses in prompts and sentences, for an output that
+#: cannot encode them (a Windows pipe or file is cp1252).
+PLAIN = str.maketrans({"→": "->", "…": "..."})
 
 
 def member_of(notice: NoticeLine) -> Tuple[str, str]:
@@ -169,7 +180,7 @@ class Place(NamedTuple):
         words["partner"] = self.partner or "Your partner"
         if notice.name in NOTICES_WITH_ROOM:
             words["room"] = notice.argument
-        elif notice.name in MEMBER_NOTICES:
+        elif notice.name in NOTICES_ABOUT_A_MEMBER:
             words["room"], words["nick"] = member_of(notice)
         return words
 
@@ -221,10 +232,12 @@ class Screen:
 
         Between Enter and the next input() nothing is drawn after a line
         shown: input() draws the prompt itself, and would draw it twice.
+        input() writes the prompt to sys.stdout, so the prompt is made fit
+        for that.
         """
         with self._lock:
             self.reading = not self.hooked  # else prompt_drawn() says when
-            prompt = self.prompt
+            prompt = encodable(self.prompt, sys.stdout)
         try:
             return input(prompt)
         finally:
@@ -249,9 +262,10 @@ class Screen:
         sender = "%s → %s" % (name, to) if to else name
         self.show("%s%s: %s" % ("#%s " % room if room else "", sender, text))
 
-    def info(self, text: str) -> None:
-        """Show a sentence from the client itself."""
-        self.show(self.DIM + text + self.RESET if self.color else text)
+    def info(self, *texts: str) -> None:
+        """Show sentences from the client itself, each on a line of its own."""
+        for text in texts:
+            self.show(self.DIM + text + self.RESET if self.color else text)
 
     def show(self, text: str) -> None:
         """Print a timestamped line without garbling what the user is typing.
@@ -267,7 +281,7 @@ class Screen:
             if self.interactive:  # clear the prompt line, print, redraw the prompt and typed text
                 again = self.prompt + typed_so_far() if self.reading else ""
                 stamped = "\r\x1b[K" + stamped + again
-            self.out.write(stamped)
+            self.out.write(encodable(stamped, self.out))
             self.out.flush()
 
     # -- Notices --------------------------------------------------------------
@@ -322,6 +336,32 @@ class Screen:
         Notice.ROOMS: listing,
         Notice.MEMBERS: listing,
     }
+
+
+def encodable(text: str, out: TextIO) -> str:
+    """Return ``text`` as ``out`` can encode it: the client's arrows made plain (PLAIN), anything else ``?``.
+
+    Writing a character the encoding lacks raises UnicodeEncodeError, which
+    would lose the whole line, or in input() kill the thread reading keys.
+    """
+    encoding = getattr(out, "encoding", None) or "utf-8"  # a StringIO has none: it holds any text
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.translate(PLAIN).encode(encoding, "replace").decode(encoding)
+    except LookupError:  # an encoding Python does not know: nothing to check against
+        pass
+    return text
+
+
+def use_color(requested: bool, out: TextIO) -> bool:
+    """Colour only a terminal, and never when NO_COLOR is set (no-color.org)."""
+    return requested and out.isatty() and not os.environ.get("NO_COLOR")
+
+
+def unsent(held: List[str], why: str) -> List[str]:
+    """Say how many held lines will never be sent, and why: they are dropped, but never silently."""
+    return ["%d line(s) were not sent: %s." % (len(held), why)] if held else []
 
 
 def typed_so_far() -> str:

@@ -10,8 +10,9 @@ protocol 2's (:mod:`mechat.conform.directory`): a nickname taken twice, a
 direct message to the wrong client, a broadcast echoed, /next back to the
 same partner, and a /who list out of order or miscounted.  :data:`ROOM_BUGS`
 are those of rooms (:mod:`mechat.conform.rooms`): a room's line echoed to
-its sender or sent on to a member who left, a /join that leaves the partner
-chatting, #members_ miscounted, and room names compared case and all.
+its sender, or sent on to a member who left or moved to another room, a
+/join that leaves the partner chatting, #members_ miscounted, and room
+names compared case and all.
 """
 
 import collections
@@ -187,7 +188,7 @@ class ShownCountMatchmaker(Matchmaker):
 
 
 class OverheardMatchmaker(Matchmaker):
-    """The shape of two bugs: a room's lines also reach whoever :meth:`overhears` names (§7.6)."""
+    """The shape of three bugs: a room's lines also reach whoever :meth:`overhears` names (§7.6)."""
 
     def relay(self, sender: Chatter, lines: List[bytes]) -> Step:
         """Relay as usual, then the room's lines to those who overhear them too."""
@@ -216,18 +217,16 @@ class RoomEchoMatchmaker(OverheardMatchmaker):
         return [sender]
 
 
-class FormerMemberMatchmaker(OverheardMatchmaker):
-    """Bug: a member who left with /leave still gets the lines of the room it left (§5.12, §7.6)."""
+class FormerMembersMatchmaker(OverheardMatchmaker):
+    """The shape of two bugs: a member that has left a room, as :meth:`remember` is told, still hears it."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._former: Dict[Room, List[Chatter]] = collections.defaultdict(list)  # with the lock held
 
-    def leave_room(self, chatter: Chatter) -> Step:
-        """Leave as usual, but stay on the room's list of readers."""
-        room = chatter.room  # only the chatter's own thread moves it between rooms
-        step = super().leave_room(chatter)
-        if room is not None:
+    def remember(self, chatter: Chatter, room: Optional[Room], step: Step) -> Step:
+        """Keep ``chatter`` among the readers of ``room`` if ``step`` took it out; return ``step``."""
+        if room is not None and chatter.room is not room:  # only its own thread moves it between rooms
             with self._changed:
                 self._former[room].append(chatter)
         return step
@@ -235,6 +234,24 @@ class FormerMemberMatchmaker(OverheardMatchmaker):
     def overhears(self, room: Room, sender: Chatter) -> List[Chatter]:
         """Hand the room's lines to every member that left it and is still connected."""
         return [chatter for chatter in self._former[room] if chatter.phase is not Phase.CLOSED]
+
+
+class LeftMemberMatchmaker(FormerMembersMatchmaker):
+    """Bug: a member who left with /leave still gets the lines of the room it left (§5.12, §7.6)."""
+
+    def leave_room(self, chatter: Chatter) -> Step:
+        """Leave as usual, but stay on the room's list of readers."""
+        room = chatter.room  # before the step moves it
+        return self.remember(chatter, room, super().leave_room(chatter))
+
+
+class MovedMemberMatchmaker(FormerMembersMatchmaker):
+    """Bug: a member who /join'ed another room still gets the lines of the room it came from (§7.6)."""
+
+    def join_room(self, chatter: Chatter, name: str) -> Step:
+        """Join as usual, but stay on the old room's list of readers."""
+        room = chatter.room  # before the step moves it
+        return self.remember(chatter, room, super().join_room(chatter, name))
 
 
 class KeptPartnerMatchmaker(Matchmaker):
@@ -300,7 +317,8 @@ DIRECTORY_BUGS = {
 #: The planted bugs of rooms (:mod:`mechat.conform.rooms`), kept apart as DIRECTORY_BUGS are.
 ROOM_BUGS = {
     "room line echoed to its sender": Bug(matchmaker=RoomEchoMatchmaker),
-    "room line to a member who left": Bug(matchmaker=FormerMemberMatchmaker),
+    "room line to a member who left": Bug(matchmaker=LeftMemberMatchmaker),
+    "room line to a member who moved to another room": Bug(matchmaker=MovedMemberMatchmaker),
     "/join leaves the partner chatting": Bug(matchmaker=KeptPartnerMatchmaker),
     "#members_ counts the others only": Bug(matchmaker=OthersCountedMatchmaker),
     "room names compared case-sensitively": Bug(rooms=CaseSensitiveRooms),

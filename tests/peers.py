@@ -11,8 +11,9 @@ import socket
 import time
 from typing import Callable, ClassVar, Deque, List, Optional, Union
 
-from mechat.connection import POLLIN, abort, poll_for
+from mechat.connection import POLLERR, POLLHUP, POLLIN, POLLRDHUP, abort, poll_for
 from mechat.protocol import LF, LineCutter
+from mechat.server import ChatServer, connection_of
 
 #: Seconds any single expected line may take to arrive.
 TIMEOUT = 5.0
@@ -181,3 +182,32 @@ def in_room(port: int, room: str, *nicknames: str) -> List[Peer]:
             member.expect("#entered_%s_%s" % (room, nickname))
         members.append(peer)
     return members
+
+
+def until_heard_leaving(server: ChatServer, nickname: str, timeout: float = TIMEOUT) -> None:
+    """Wait until the server's socket for ``nickname`` shows its FIN or reset, or it is gone.
+
+    A close or a reset crosses even the loopback on the kernel's time, not
+    the closer's: on a busy machine the kernel may hand the packet to a
+    thread of its own, and a later client's line can overtake it.  No
+    server can act on a hang-up its socket does not show yet (§7.2), so a
+    test that a newcomer is not paired with a ghost waits for this first.
+    Unlike waiting for the ghost to be gone, this leaves the race between
+    the ghost's handler and the newcomer's open, which is what such a test
+    is for.  Where poll() has no POLLRDHUP (it is Linux's), the server
+    learns of a FIN only when the handler reads it, so this waits for that.
+    """
+    matchmaker = server.matchmaker
+    with matchmaker._changed:
+        chatters = [chatter for chatter in matchmaker._connected if chatter.nickname == nickname]
+        if chatters and not POLLRDHUP:  # no poll() can show a FIN here: wait for the handler
+            gone = matchmaker._changed.wait_for(lambda: chatters[0] not in matchmaker._connected, timeout)
+            assert gone, "the server still holds %s after %s s" % (nickname, timeout)
+            return
+    if not chatters:
+        return
+    conn = connection_of(chatters[0])
+    with conn._life_lock:  # the handler may not close, and free the descriptor, meanwhile
+        if not conn._closed:
+            shown = poll_for(conn.sock, POLLRDHUP | POLLHUP | POLLERR, timeout)
+            assert shown, "the server's socket for %s showed no hang-up in %s s" % (nickname, timeout)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Callable, Iterator, List, Optional, Tuple
+from typing import IO, Callable, Iterator, List, Optional, Tuple, TypeVar
 
 import pytest
 
@@ -29,6 +29,8 @@ from tests.peers import TIMEOUT, Peer, meet, pair, waiting
 from tests.ports import refusing_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
 
 
 class RecordingScreen(Screen):
@@ -226,6 +228,62 @@ def test_server_shutdown_is_a_goodbye(start_server: StartServer) -> None:
     server.server_close()
     alice.screen.expect("The server is shutting down")
     assert alice.exit_status() == 0
+
+
+class WatchedClient(ChatClient):
+    """A client that tells ``either`` when its main thread starts to wait for its reader to finish."""
+
+    either = threading.Event()
+
+    def start_reader(self) -> None:
+        super().start_reader()
+        assert self.reader is not None
+        real_join = self.reader.join
+
+        def join(timeout: Optional[float] = None) -> None:
+            WatchedClient.either.set()
+            real_join(timeout)
+
+        self.reader.join = join  # type: ignore[method-assign]
+
+
+def test_the_client_ends_only_once_its_reader_has_shown_the_last_notice() -> None:
+    """§10: run() returns after the reader has shown the notice that ended the session.
+
+    A reader still printing when the process exits holds stdout's lock, and
+    the interpreter's exit then aborts ("Fatal Python error").  The screen
+    here shows #server_shutdown only once the main thread either waits for
+    the reader or has returned: the order of the two must be the reader's
+    line first.
+    """
+    WatchedClient.either.clear()
+    order: List[str] = []
+
+    class HeldScreen(RecordingScreen):
+        def show(self, text: str) -> None:
+            if "shutting down" in text:
+                assert WatchedClient.either.wait(TIMEOUT), "run() neither returned nor waited for the reader"
+                order.append("shown")
+            super().show(text)
+
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(TIMEOUT)
+    keyboard = Keyboard()
+    chat = WatchedClient(ours, keyboard, HeldScreen(), "alice", None)
+
+    def run() -> None:
+        chat.run()
+        order.append("returned")
+        WatchedClient.either.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert theirs.recv(100) == b"alice\n"
+    theirs.sendall(b"#wait\n#server_shutdown\n")
+    theirs.close()
+    thread.join(TIMEOUT)
+    keyboard.type(None)
+    assert order == ["shown", "returned"]
 
 
 def test_server_closing_without_notice_is_reported() -> None:
@@ -542,6 +600,19 @@ def test_line_editing_installs_the_completer() -> None:
             readline.set_pre_input_hook()
 
 
+class EnteredWait(threading.Condition):
+    """A Condition that says when a thread has begun to wait on it."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        super().__init__(lock)
+        self.entered = threading.Event()
+
+    def wait_for(self, predicate: Callable[[], T], timeout: Optional[float] = None) -> T:
+        """Say so, then wait as usual: the lock is held until the wait itself lets it go."""
+        self.entered.set()
+        return super().wait_for(predicate, timeout)
+
+
 def test_a_line_shown_while_readline_draws_the_prompt_waits_and_draws_it_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -550,14 +621,19 @@ def test_a_line_shown_while_readline_draws_the_prompt_waits_and_draws_it_again(
     out = io.StringIO()
     shown = Screen(out, color=False, interactive=True)
     shown.prompt, shown.hooked = "> ", True
+    shown.DRAW_WAIT = 10 * TIMEOUT  # the bound is for a readline that never says; this one will
+    shown._drawn = drawn = EnteredWait(shown._lock)  # show() waits on it while readline draws
     monkeypatch.setattr(screen, "typed_so_far", lambda: "")
     monkeypatch.setattr("builtins.input", lambda prompt: "reading" if shown.reading else "not yet")
     assert shown.read_line() == "not yet"  # with the hooks, only prompt_drawn() says the prompt is up
     shown.prompt_drawing()
-    drawer = threading.Thread(target=shown.prompt_drawn)
-    drawer.start()
-    shown.info("an answer")
-    drawer.join(TIMEOUT)
+    answer = threading.Thread(target=shown.info, args=("an answer",))
+    answer.start()
+    assert drawn.entered.wait(TIMEOUT), "the line never waited for the prompt"
+    assert out.getvalue() == ""  # nothing in the middle of the prompt
+    shown.prompt_drawn()  # the lock is free only once the line waits: it is woken, not raced
+    answer.join(TIMEOUT)
+    assert not answer.is_alive()
     assert shown.reading
     assert out.getvalue().endswith("an answer\n> "), out.getvalue()
 
@@ -634,11 +710,11 @@ class FakeTerminal(io.StringIO):
 def test_colour_respects_no_color_and_pipes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Colour only on a terminal, only when asked, and never with NO_COLOR set."""
     monkeypatch.delenv("NO_COLOR", raising=False)
-    assert client.use_color(True, FakeTerminal())
-    assert not client.use_color(False, FakeTerminal())
-    assert not client.use_color(True, io.StringIO())
+    assert screen.use_color(True, FakeTerminal())
+    assert not screen.use_color(False, FakeTerminal())
+    assert not screen.use_color(True, io.StringIO())
     monkeypatch.setenv("NO_COLOR", "1")
-    assert not client.use_color(True, FakeTerminal())
+    assert not screen.use_color(True, FakeTerminal())
 
 
 def test_keyboard_lines_from_a_pipe_and_from_input(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -756,6 +832,56 @@ def test_main_in_process_with_piped_input(
     out = capsys.readouterr().out
     assert "You are now chatting with bob" in out
     assert "\x1b[" not in out  # a pipe is never coloured
+
+
+def test_output_that_cannot_encode_arrows_gets_plain_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows' pipes and files are cp1252, which has no →: the prompt and the lines shown use -> instead,
+    and any other character the output lacks is a ?, rather than an error that loses the line."""
+    cp1252, plain = io.BytesIO(), io.BytesIO()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hi\n"))
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(cp1252, encoding="cp1252", write_through=True))
+    shown = Screen(sys.stdout, color=False, interactive=True)
+    shown.prompt = "alice → bob> "
+    assert shown.read_line() == "hi"  # input() writes the prompt to sys.stdout
+    shown.message("bob", "hi ☺", to="you")
+    assert cp1252.getvalue().startswith(b"alice -> bob> ")
+    assert cp1252.getvalue().endswith(b"bob -> you: hi ?\n")
+    out = io.TextIOWrapper(plain, encoding="ascii", write_through=True)
+    Screen(out, color=False, interactive=False).info("Waiting for a partner…")
+    assert plain.getvalue().endswith(b"Waiting for a partner...\n")
+    assert screen.encodable("alice → bob", io.StringIO()) == "alice → bob"  # a str holds anything
+
+
+def test_run_waits_for_the_end_in_timed_waits_that_ctrl_c_can_interrupt() -> None:
+    """Ctrl-C on Windows interrupts no untimed wait: run() waits for the end in short timed ones, and when
+    one is interrupted, it leaves (§5.1)."""
+    untimed: List[Optional[float]] = []
+
+    class Interrupted(threading.Condition):
+        """The Condition of run(): the first timed wait of run()'s thread is cut short by Ctrl-C."""
+
+        def wait(self, timeout: Optional[float] = None) -> bool:
+            if threading.current_thread() is runner:
+                if timeout is None:
+                    untimed.append(timeout)
+                else:
+                    raise KeyboardInterrupt
+            return super().wait(timeout)
+
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(TIMEOUT)
+    shown = RecordingScreen()
+    chat = ChatClient(ours, Keyboard(), shown)  # no nickname: the writer waits for one, sending nothing
+    chat.changed = Interrupted()
+    runner = threading.Thread(target=chat.run, daemon=True)  # daemon: a failing run() may wait for ever
+    runner.start()
+    shown.expect("Leaving.")
+    assert not untimed, "run() waited with no time limit"
+    with theirs, theirs.makefile("rb") as lines:
+        assert lines.readline() == b"/quit\n"
+    runner.join(TIMEOUT)
+    assert not runner.is_alive()
+    ours.close()
 
 
 def test_screen_with_closed_output_stays_quiet() -> None:

@@ -8,18 +8,19 @@ that moved it, so a test that has seen the sentence may read the prompt.
 
 import io
 import re
+import socket
 import sys
 from typing import List, Tuple
 
 import pytest
 
-from mechat import keyboard, screen
+from mechat import client, keyboard, screen
 from mechat.protocol import Notice, NoticeLine, Phase
 from mechat.screen import Place, Screen
 from mechat.server import ChatServer
 from tests.conftest import StartServer
 from tests.peers import Peer, in_room, waiting
-from tests.test_client import Session, alice_meets, bob_meets, session
+from tests.test_client import Session, alice_meets, bob_meets, scripted, session
 
 
 def alice_joins(port: int, room: str, *members: str) -> Tuple[Session, List[Peer]]:
@@ -103,7 +104,7 @@ def test_the_prompt_says_where_a_typed_line_goes(server: ChatServer) -> None:
     bob.expect("#partner_renamed_alicia")
     (dave,) = in_room(server.port, "lab-3", "dave")
     alice.keyboard.type("/join lab-3")
-    alice.screen.expect("You are in #lab-3")
+    alice.screen.expect("You are in #lab-3", "You left robert")
     assert alice.screen.prompt == "alicia → #lab-3> "
     bob.expect("#user_quit")
     dave.expect("#entered_lab-3_alicia")
@@ -120,14 +121,15 @@ def test_the_prompt_says_where_a_typed_line_goes(server: ChatServer) -> None:
 
 
 def test_join_from_a_pair_leaves_the_partner_and_what_follows_goes_to_the_room(server: ChatServer) -> None:
-    """§5.10: /join while chatting: the partner gets #user_quit; the lines typed next reach the room."""
+    """§5.10: /join while chatting: the partner gets #user_quit, and the client says so; the lines typed
+    next reach the room."""
     (dave,) = in_room(server.port, "lab-3", "dave")
     alice, bob = alice_meets(server.port)
     alice.keyboard.type("/join lab-3", "hello room")
     bob.expect("#user_quit")
     bob.expect_closed()
     dave.expect("#entered_lab-3_alice", "#in_lab-3_alice hello room")
-    alice.screen.expect("You are in #lab-3")
+    alice.screen.expect("You are in #lab-3", "You left bob, who is told that you have left the chat.")
     alice_quits(alice, dave, notice="#exited_lab-3_alice")
 
 
@@ -301,3 +303,191 @@ def test_without_readline_completion_sees_no_line_and_the_prompt_still_shows(
     assert shown.read_line() == "hi"
     assert prompts == ["alice → #lab-3> "]
     assert not shown.reading
+
+
+# -- Which notice answers a /join (§5.10, §6) ---------------------------------------
+
+
+class ScriptedServer:
+    """The test's end of a client's connection: it plays the server, and reads each line with a deadline."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.lines = sock.makefile("rb")
+
+    def expect(self, *lines: str) -> None:
+        """Fail unless the client sends these lines next."""
+        for line in lines:
+            try:
+                got = self.lines.readline()
+            except socket.timeout:
+                raise AssertionError("the client sent nothing; expected %r" % line) from None
+            assert got == line.encode() + b"\n", "expected %r, the client sent %r" % (line, got)
+
+    def send(self, *lines: str) -> None:
+        """Send lines to the client, as the server would."""
+        self.sock.sendall(b"".join(line.encode() + b"\n" for line in lines))
+
+    def quit(self, alice: Session) -> None:
+        """Type Ctrl-D: the client says only that it leaves, sends only /quit, and exits 0 (§5.1)."""
+        alice.keyboard.type(None)
+        alice.screen.expect("Leaving.")
+        self.expect("/quit")
+        self.lines.close()  # the socket closes with its last file
+        self.sock.close()
+        assert alice.exit_status() == 0
+
+
+def waiting_alice() -> Tuple[Session, ScriptedServer]:
+    """Start a client as alice on a scripted server, which tells it to wait for a partner (§7.1)."""
+    alice, sock = scripted("alice")
+    server = ScriptedServer(sock)
+    server.expect("alice")
+    server.send("#wait")
+    alice.screen.expect("Waiting for a partner")
+    return alice, server
+
+
+@pytest.mark.parametrize(
+    "refusal, said",
+    [
+        ("#invalid_command", ["Unknown or incomplete command", screen.NO_ROOMS]),
+        ("#rate_limited", ["You are sending too fast"]),
+    ],
+)
+def test_a_join_refused_as_a_command_or_for_speed_has_its_answer(refusal: str, said: List[str]) -> None:
+    """§5.3, §9.5: a server without rooms answers /join with #invalid_command, a busy one with #rate_limited:
+    either is the /join's answer, and the client reads the keyboard again."""
+    alice, server = waiting_alice()
+    alice.keyboard.type("/join lab", "/who")
+    server.expect("/join lab")
+    server.send(refusal)
+    alice.screen.expect(*said)
+    server.expect("/who")
+    server.send("#online_1 alice")
+    alice.screen.expect("1 person online matches")  # and never that /join had no answer
+    assert alice.screen.prompt == "alice (waiting)> "
+    server.quit(alice)
+
+
+def test_a_join_with_no_answer_is_given_up_and_its_late_answer_still_followed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that never answers /join does not stop the keyboard: after JOIN_TIMEOUT the client says so
+    and goes on; an answer that comes after that still moves it (§5.10)."""
+    monkeypatch.setattr(client, "JOIN_TIMEOUT", 0.01)
+    alice, server = waiting_alice()
+    alice.keyboard.type("/join lab", "/who")
+    server.expect("/join lab")
+    alice.screen.expect("The server has not answered /join lab yet")
+    server.expect("/who")
+    server.send("#joined_lab", "#online_1 alice")
+    alice.screen.expect("You are in #lab", "1 person online matches")
+    assert alice.screen.prompt == "alice → #lab> "
+    server.quit(alice)
+
+
+def test_a_malformed_join_is_not_waited_for() -> None:
+    """§3.2: a /join of no room name moves nobody; the client sends the next line without waiting."""
+    alice, server = waiting_alice()
+    alice.keyboard.type("/join lab_3", "/join", "/who")
+    server.expect("/join lab_3", "/join", "/who")
+    server.send("#invalid_room", "#invalid_room", "#online_1 alice")
+    alice.screen.expect("That is not a room name", "That is not a room name", "1 person online matches")
+    server.quit(alice)
+
+
+def test_refusals_of_lines_sent_before_a_join_do_not_answer_it() -> None:
+    """§6: replies come in the order of the lines they answer, so the refusals of a /create and a command
+    typed just before /join are theirs; the line typed after /join waits for its answer, then goes to the
+    room."""
+    alice, server = waiting_alice()
+    alice.keyboard.type("/create lab_3", "/frobnicate", "#not a message", "/join LAB")
+    server.expect("/create lab_3", "/frobnicate", "/join LAB")  # the held message is not sent
+    server.send("#invalid_room", "#invalid_command")
+    alice.screen.expect("That is not a room name", "Unknown or incomplete command")
+    assert alice.client.joining == "LAB", "a refusal of an earlier line ended the wait for /join"
+    alice.keyboard.type("hello room")
+    server.send("#joined_lab")  # the room as its creator spelled it
+    alice.screen.expect("You are in #lab", "1 line(s) were not sent: they were for a partner")
+    server.expect("hello room")
+    server.quit(alice)
+
+
+def test_a_room_less_servers_refusal_ends_the_wait_once_earlier_lines_have_their_answers() -> None:
+    """§5.3, §6: on a server without rooms, the #invalid_command after the answers owed to earlier lines
+    is the /join's."""
+    alice, server = waiting_alice()
+    alice.keyboard.type("/create lab", "/join lab", "/who")
+    server.expect("/create lab", "/join lab")
+    server.send("#invalid_command")
+    alice.screen.expect("Unknown or incomplete command")
+    assert alice.client.joining == "lab"
+    server.send("#invalid_command")
+    alice.screen.expect("Unknown or incomplete command", screen.NO_ROOMS)
+    server.expect("/who")
+    server.quit(alice)
+
+
+def test_lines_held_for_a_partner_found_during_a_join_never_reach_the_room() -> None:
+    """§5.10: the server may pair a waiting client before it reads its /join.  The lines held for a
+    partner then wait for the /join's answer: #joined_ drops them, and counts them."""
+    alice, server = waiting_alice()
+    alice.keyboard.type("for a partner", "/join lab")
+    server.expect("/join lab")
+    server.send("#matched_to_bob")
+    alice.screen.expect("You are now chatting with bob")
+    server.send("#joined_lab")
+    alice.screen.expect(
+        "You are in #lab",
+        "You left bob",
+        "1 line(s) were not sent: they were for a partner, and you went into #lab.",
+    )
+    server.quit(alice)  # "for a partner" never went out
+
+
+def test_lines_held_for_a_partner_found_during_a_refused_join_go_to_that_partner() -> None:
+    """§5.10: if the /join lets the client in nowhere, the partner found meanwhile gets the held lines,
+    before any typed later."""
+    alice, server = waiting_alice()
+    alice.keyboard.type("for a partner", "/join lab", "typed later")
+    server.expect("/join lab")
+    server.send("#matched_to_bob", "#no_such_room_lab")
+    alice.screen.expect("You are now chatting with bob", "There is no room #lab")
+    server.expect("for a partner", "typed later")
+    assert alice.screen.prompt == "alice → bob> "
+    server.quit(alice)
+
+
+def test_a_join_typed_quickly_after_a_bad_create_takes_the_next_line_to_the_room(server: ChatServer) -> None:
+    """§6, §5.10, with a real server: `/create bad_name`, `/join ROOM` and a line typed at once; the line
+    reaches the room, whatever moment the answers arrive."""
+    for run in range(5):
+        room = "lab-%d" % run
+        (dave,) = in_room(server.port, room, "dave%d" % run)
+        alice = session(server.port, "alice%d" % run)
+        alice.screen.expect("Waiting for a partner")
+        alice.keyboard.type("/create bad_name", "/join " + room, "hello room")
+        dave.expect("#entered_%s_alice%d" % (room, run), "#in_%s_alice%d hello room" % (room, run))
+        alice.screen.expect("That is not a room name", "You are in #" + room)
+        alice_quits(alice, dave, notice="#exited_%s_alice%d" % (room, run))
+
+
+@pytest.mark.parametrize(
+    "line, phase, owed",
+    [
+        ("/who", Phase.WAITING, True),
+        ("/join lab", Phase.CHATTING, True),
+        ("/leave", Phase.WAITING, True),  # #left_, or #not_in_room
+        ("/next", Phase.IN_ROOM, True),  # #invalid_command
+        ("/next", Phase.WAITING, False),  # #wait, which also comes unasked
+        ("/quit", Phase.CHATTING, False),  # the close
+        ("hello", Phase.CHATTING, False),  # relayed: no answer
+        ("#hello", Phase.IN_ROOM, True),  # #invalid_message
+        ("x" * 2001, Phase.CHATTING, True),  # over the limit: #invalid_message
+        ("alice", Phase.NICKNAME, False),  # a nickname has its own wait
+    ],
+)
+def test_the_lines_owed_one_answer(line: str, phase: Phase, owed: bool) -> None:
+    """§5, §6: which lines the server answers with exactly one notice, which the client counts."""
+    assert client.owes_an_answer(line, phase) is owed

@@ -6,17 +6,21 @@ planted (``ROOM_BUGS`` in tests/buggy_servers.py), and pin exactly which
 checks fail and what they saw.  The rest pin the promises of the module:
 it passes with strangers online and on a server that an earlier run left
 its rooms on, it leaves few rooms behind, the limit checks find any limit
-up to the default, and a protocol 1 server is told what it lacks.
+up to the default, a check the kit cannot finish is skipped rather than
+failed, and a protocol 1 server is told what it lacks.
 """
 
-from typing import Dict, FrozenSet, List, Optional
+import errno
+import os
+import socket
+from typing import Any, Dict, FrozenSet, List, Optional
 
 import pytest
 
 from mechat.__main__ import main
 from mechat.conform import registry, rooms, runner
 from mechat.conform.clients import Session
-from mechat.conform.diagnose import Evidence, room_case, room_echo
+from mechat.conform.diagnose import Evidence, line_of_another_room, room_case, room_echo
 from mechat.conform.directory import Names
 from mechat.conform.rooms import filler, list_problems, longest_room
 from mechat.protocol import DEFAULT_MAX_MEMBERS, DEFAULT_MAX_ROOMS, MAX_ROOM_CHARS, ROOM_RE, Notice
@@ -105,6 +109,7 @@ CAUGHT_BY: Dict[str, Dict[str, str]] = {
         "room-one-order": "'#in_",
     },
     "room line to a member who left": {"leave-hears-nothing": "'#in_"},
+    "room line to a member who moved to another room": {"join-from-room": "'#in_"},
     "/join leaves the partner chatting": {"join-from-pair": "'#sent_to_"},
     "#members_ counts the others only": {
         "members-list": "'#members_2 ",
@@ -134,6 +139,11 @@ def test_planted_bug_fails_exactly_its_checks(bug: str) -> None:
 DIAGNOSES = [
     ("room line echoed to its sender", "room-line-to-all", "got its own line 'hello room' back from"),
     ("room line to a member who left", "leave-hears-nothing", "after its #left_: take a member off the room"),
+    (
+        "room line to a member who moved to another room",
+        "join-from-room",
+        "none after its #left_ or its #joined_",
+    ),
     ("/join leaves the partner chatting", "join-from-pair", "the partner is told #user_quit and closed"),
     ("#members_ counts the others only", "members-list", "the count is 2, but the room has 3 members"),
     ("room names compared case-sensitively", "join-any-case", "compare room names case-insensitively (§3.2)"),
@@ -178,8 +188,72 @@ def test_no_room_limit_fails_one_past_the_default(start_server: StartServer) -> 
     server = start_server(max_rooms=DEFAULT_MAX_ROOMS + 10)
     failed = failures(server.port, registry.select([rooms.LIMITS_FEATURE], ["too-many-rooms"]))
     exchange = failed["too-many-rooms"].exchange
-    assert exchange is not None and exchange.diagnosis == "the server has no room limit (§9.8)", exchange
+    assert exchange is not None, failed
+    assert "no room limit, or one above the default of 1000 (§9.8)" in exchange.diagnosis, exchange
+    assert "a limit of 1000 or less, such as mechat serve --max-rooms 1000" in exchange.diagnosis, exchange
     assert room_count(server) == DEFAULT_MAX_ROOMS + 1
+
+
+@pytest.mark.parametrize(
+    "max_rooms, strangers_rooms, only, statuses",
+    [
+        (0, [], [], {"too-many-rooms": runner.Status.PASS, "room-full": runner.Status.SKIP}),
+        (3, ["a", "b", "c"], ["room-full"], {"room-full": runner.Status.SKIP}),
+    ],
+)
+def test_room_full_without_a_room_to_fill_is_skipped(
+    start_server: StartServer,
+    max_rooms: int,
+    strangers_rooms: List[str],
+    only: List[str],
+    statuses: Dict[str, runner.Status],
+) -> None:
+    """§9.8, §9.9: room-full never fails a server that may make no room, or whose rooms are used up.
+
+    A limit of 0 rooms is the server's right (§9.8), and rooms that
+    earlier runs or users made count against its limit until it restarts.
+    Either way room-full has nothing to fill: it is skipped, and says to
+    restart the server.
+    """
+    server = start_server(max_rooms=max_rooms, max_members=2)
+    with Session(("127.0.0.1", server.port), KIT_TIMEOUT) as strangers:
+        someone = strangers.join("someone")
+        for room in strangers_rooms:
+            someone.ask(b"/create " + room.encode("ascii"), b"#room_created_" + room.encode("ascii"))
+    checks = registry.select([rooms.LIMITS_FEATURE], only)
+    results = {
+        result.check.id: result for result in runner.run_all(("127.0.0.1", server.port), KIT_TIMEOUT, checks)
+    }
+    assert {check_id: result.status for check_id, result in results.items()} == statuses, results
+    assert "restart the server" in results["room-full"].skipped_because, results["room-full"]
+
+
+@pytest.mark.parametrize("code, advice", [(errno.EMFILE, "ulimit -n"), (errno.ENFILE, "fs.file-max")])
+def test_a_kit_out_of_file_descriptors_skips_room_full(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch, code: int, advice: str
+) -> None:
+    """§9.9: room-full holds some 500 connections; a kit not allowed them skips it, and says how to get them.
+
+    The kit's limit is played by a create_connection that refuses the
+    eleventh connection as the system would, with EMFILE or ENFILE:
+    lowering the real limit would starve the server too, for it shares
+    this process.  The limit is the kit's, so it is never the server's FAIL.
+    """
+    server = start_server()
+    opened: List[socket.socket] = []
+    connect = socket.create_connection
+
+    def ten_at_most(*args: Any, **kwargs: Any) -> socket.socket:
+        if len(opened) == 10:
+            raise OSError(code, os.strerror(code))
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(socket, "create_connection", ten_at_most)
+    result = runner.run_check(registry.by_id()["room-full"], ("127.0.0.1", server.port), KIT_TIMEOUT)
+    assert result.status is runner.Status.SKIP, result
+    assert "the kit ran out of file descriptors" in result.skipped_because, result
+    assert advice in result.skipped_because and "no fault of the server" in result.skipped_because, result
 
 
 def test_room_limits_are_not_graded_by_default() -> None:
@@ -281,30 +355,53 @@ def test_list_problems_name_the_mistake(
         assert any(sentence.startswith(problem) for sentence in problems), problems
 
 
-def evidence(expected: bytes, got: bytes, own_lines: FrozenSet[bytes] = frozenset()) -> Evidence:
+def evidence(
+    expected: bytes, got: bytes, own_lines: FrozenSet[bytes] = frozenset(), last_read: Optional[bytes] = None
+) -> Evidence:
     """Return what the kit would hand the diagnoses when t-alice read ``got`` for ``expected``."""
-    return Evidence("t-alice", expected, got, b"", None, b"", b"", own_lines, (), True)
+    return Evidence("t-alice", expected, got, b"", last_read, b"", b"", own_lines, (), True)
+
+
+#: The answer to a /create of 't-Room' as written, just before the same name in another case.
+REFUSED_AS_WRITTEN = b"#room_exists_t-Room"
 
 
 @pytest.mark.parametrize(
-    "expected, got, words",
+    "expected, got, last_read, words",
     [
-        (b"#joined_t-Room", b"#no_such_room_T-rOOM", "'T-rOOM' is the room 't-Room' in another case"),
-        (b"#room_exists_t-Room", b"#room_created_t-room", "compare room names case-insensitively (§3.2)"),
+        (b"#joined_t-Room", b"#no_such_room_T-rOOM", None, "'T-rOOM' is the room 't-Room' in another case"),
         (
             b"#room_exists_t-Room",
-            b"#room_exists_t-ROOM",
-            "spelled the room 't-ROOM': name a room as",
+            b"#room_created_t-room",
+            REFUSED_AS_WRITTEN,
+            "compare room names case-insensitively (§3.2)",
         ),
-        (b"#joined_t-Room", b"#no_such_room_t-Room", None),  # the same name: the room is lost, not miscased
-        (b"#joined_t-Room", b"#joined_t-Other", None),
+        # Not refused as written just before: the server may never look for a room at all.
+        (b"#room_exists_t-Room", b"#room_created_t-room", b"#wait", None),
+        (b"#room_exists_t-Room", b"#room_exists_t-ROOM", None, "spelled the room 't-ROOM': name a room as"),
+        (b"#joined_t-Room", b"#no_such_room_t-Room", None, None),  # the same name: lost, not miscased
+        (b"#joined_t-Room", b"#joined_t-Other", None, None),
     ],
 )
 def test_room_case_is_named_only_when_case_is_the_difference(
-    expected: bytes, got: bytes, words: Optional[str]
+    expected: bytes, got: bytes, last_read: Optional[bytes], words: Optional[str]
 ) -> None:
     """§3.2: a room missed or misspelled only by its case is named so; any other difference is not."""
-    sentence = room_case(evidence(expected, got))
+    sentence = room_case(evidence(expected, got, last_read=last_read))
+    assert (words in sentence) if words else sentence == "", sentence
+
+
+@pytest.mark.parametrize(
+    "got, words",
+    [
+        (b"#in_t-Old_t-bob hello", "t-alice got a line of 't-Old' while a member of 't-New'"),
+        (b"#in_t-new_t-bob hello", None),  # its own room, in another case
+        (b"#exited_t-Old_t-bob", None),  # not a line
+    ],
+)
+def test_line_of_another_room_is_named_only_for_another_room(got: bytes, words: Optional[str]) -> None:
+    """§7.6: a member that gets a line of a room it is not in is told so; a line of its own room is not."""
+    sentence = line_of_another_room(evidence(b"#in_t-New_t-carol marker", got))
     assert (words in sentence) if words else sentence == "", sentence
 
 

@@ -21,7 +21,7 @@ import pytest
 from mechat.server import ChatServer
 from tests import leaks
 from tests.leaks import Baseline
-from tests.peers import Peer, expect_refused, pair, waiting
+from tests.peers import Peer, expect_refused, pair, until_heard_leaving, waiting
 from tests.streams import numbered, numbered_line, read_until
 
 #: Every octet value, so every LF in it splits off a line of binary.
@@ -132,6 +132,7 @@ def test_reset_in_nickname_phase(checked_server: ChatServer) -> None:
 def test_reset_while_waiting_withdraws(checked_server: ChatServer) -> None:
     """§7.2, §8: a reset waiter is never handed out (the ghost waiter)."""
     waiting(checked_server.port).reset()
+    until_heard_leaving(checked_server, "wanda")
     waiting(checked_server.port, "next")
 
 

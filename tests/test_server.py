@@ -11,7 +11,7 @@ from typing import Dict, List
 import pytest
 
 from mechat.server import ChatServer
-from tests.peers import Peer, expect_refused, meet, pair, waiting
+from tests.peers import Peer, expect_refused, meet, pair, until_heard_leaving, waiting
 
 LIMIT = 2000
 
@@ -92,6 +92,7 @@ def test_ghost_waiter_is_never_handed_out(server: ChatServer, how: str) -> None:
         ghost.close()
     else:
         ghost.reset()
+    until_heard_leaving(server, "ghost")
     pair(server.port, "newcomer", "partner")  # the newcomer waits: the ghost is not handed out
 
 

@@ -176,7 +176,7 @@ def example_argument(name: Notice, nickname: str) -> str:
         return "7"
     if name in protocol.NOTICES_WITH_ROOM:
         return "Lab-3"
-    if name in protocol.NOTICES_WITH_MEMBER or name in (Notice.IN, Notice.RENAMED):
+    if name in protocol.NOTICES_ABOUT_A_MEMBER:
         return "Lab-3_" + nickname
     return nickname if name in protocol.NOTICES_WITH_ARGUMENT else ""
 

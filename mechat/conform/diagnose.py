@@ -276,14 +276,33 @@ def room_case(evidence: Evidence) -> str:
     if got.startswith(found) and got[len(found) :].lower() == room.lower():
         spelled = show(got[len(found) :])
         return f"your server spelled the room {spelled}: name a room as its creator spelled it (§3.2)"
-    for missed in ROOM_MISSED:
-        asked = got[len(missed) :]
-        if got.startswith(missed) and asked != room and asked.lower() == room.lower():
-            return (
-                f"your server answered {show(got)}, but {show(asked)} is the room {show(room)} in another"
-                " case: compare room names case-insensitively (§3.2)"
-            )
-    return ""
+    missed = next((name for name in ROOM_MISSED if got.startswith(name)), b"")
+    asked = got[len(missed) :]
+    if not missed or asked == room or asked.lower() != room.lower():
+        return ""
+    if missed == wire(Notice.ROOM_CREATED) and evidence.last_read != expected:
+        return ""  # the name as written was not just refused: the server may not look for rooms at all
+    return (
+        f"your server answered {show(got)}, but {show(asked)} is the room {show(room)} in another"
+        " case: compare room names case-insensitively (§3.2)"
+    )
+
+
+def line_of_another_room(evidence: Evidence) -> str:
+    """A member got a line of a room it is not in: one it left, or moved from to another (§7.6)."""
+    got, expected = evidence.got, evidence.expected
+    prefix = wire(Notice.IN)
+    if not (isinstance(got, bytes) and isinstance(expected, bytes)):
+        return ""
+    if not (got.startswith(prefix) and expected.startswith(prefix)):
+        return ""
+    heard, here = (line[len(prefix) :].partition(b"_")[0] for line in (got, expected))
+    if heard.lower() == here.lower():
+        return ""
+    return (
+        f"{evidence.reader} got a line of {show(heard)} while a member of {show(here)}: a member gets the"
+        " lines of its own room only, none after its #left_ or its #joined_ of another room (§7.6)"
+    )
 
 
 def rooms_used_up(evidence: Evidence) -> str:
@@ -388,6 +407,7 @@ RULES: List[Rule] = [
     carriage_return,
     echo,
     room_echo,
+    line_of_another_room,
     room_case,
     rooms_used_up,
     no_wait,

@@ -3,15 +3,19 @@
 Each check gets its own connections and ends by hanging them up, so one
 bug fails the checks of its clause and not everything after it.  A server
 error inside a check (a refused connection, a reset) is that check's
-FAIL, never a crash of the kit.  The verdicts stream out as they come, so
-a student watching a slow run sees where it is.
+FAIL, never a crash of the kit.  What is not the server's fault is never
+its FAIL: a check that cannot reach a verdict on this server
+(:class:`CannotCheck`), or that finds the kit out of file descriptors, is
+skipped, and the report says why.  The verdicts stream out as they come,
+so a student watching a slow run sees where it is.
 """
 
 import contextlib
 import enum
+import errno
 import socket
 import time
-from typing import Iterator, List, NamedTuple, Optional
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from mechat.conform import preflight
 from mechat.conform.clients import MATCHED_TO, Address, Exchange, Failure, Session
@@ -31,7 +35,7 @@ class Status(str, enum.Enum):
 
     PASS = "PASS"
     FAIL = "FAIL"
-    SKIP = "SKIP"  # not run: the preflight failed at a step it needs
+    SKIP = "SKIP"  # no verdict: the preflight failed at a step it needs, or the kit could not go on
 
 
 class Result(NamedTuple):
@@ -53,6 +57,17 @@ class Result(NamedTuple):
         return f"{self.status.value} {self.check.section} {self.check.title}: {detail}"
 
 
+class CannotCheck(Exception):
+    """A check cannot reach a verdict on this server, through no fault of the server's; the text says why."""
+
+
+#: What to do when the kit itself runs out of file descriptors, by errno: the kit's limit, not the server's.
+KIT_OUT_OF_FILES = {
+    errno.EMFILE: "raise the kit's limit, with 'ulimit -n 1024' in the shell that runs mechat conform",
+    errno.ENFILE: "raise the system's limit (fs.file-max on Linux, kern.maxfiles on macOS)",
+}
+
+
 def run_check(check: Check, address: Address, timeout: float, nicknames_work: bool = False) -> Result:
     """Run one check in a fresh session; a server error is a FAIL, not a crash.
 
@@ -60,16 +75,32 @@ def run_check(check: Check, address: Address, timeout: float, nicknames_work: bo
     which rules out some diagnoses.
     """
     started = time.monotonic()
-    session = Session(address, timeout, nicknames_work)
+    status, exchange, reason = verdict(check, Session(address, timeout, nicknames_work))
+    return Result(check, status, exchange, reason, time.monotonic() - started)
+
+
+def verdict(check: Check, session: Session) -> Tuple[Status, Optional[Exchange], str]:
+    """Run ``check`` in ``session``; return its status, the exchange that decided it, and why it has none."""
     try:
         with session:
-            exchange = check.run(session)
-        status = Status.PASS
+            return Status.PASS, check.run(session), ""
     except Failure as failure:
-        exchange, status = failure.exchange, Status.FAIL
+        return Status.FAIL, failure.exchange, ""
+    except CannotCheck as reason:
+        return Status.SKIP, None, str(reason)
     except OSError as error:
-        exchange, status = Exchange(session.last_sent, "a working connection", f"<{error}>"), Status.FAIL
-    return Result(check, status, exchange, seconds=time.monotonic() - started)
+        advice = KIT_OUT_OF_FILES.get(error.errno or 0, "")
+        if advice:
+            return Status.SKIP, None, out_of_files(error, advice)
+        return Status.FAIL, Exchange(session.last_sent, "a working connection", f"<{error}>"), ""
+
+
+def out_of_files(error: OSError, advice: str) -> str:
+    """Say that the kit, not the server, ran out of file descriptors, and how to give it more."""
+    return (
+        f"the kit ran out of file descriptors ({error.strerror}): the check needs more connections than the"
+        f" computer running the kit allows, which is no fault of the server; {advice}, and run it again"
+    )
 
 
 def pair_off_leftovers(address: Address, timeout: float) -> None:
