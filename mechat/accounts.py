@@ -93,19 +93,11 @@ import threading
 import time
 from typing import Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
 
+from mechat.protocol import DEFAULT_MAILBOX_SIZE
+
 #: The path that makes a store in memory, gone when it is closed: for tests
 #: and demos (``mechat serve --db :memory:``).
 MEMORY = ":memory:"
-
-#: Messages kept for one account.  A login posts the whole mailbox to its
-#: client at once, and 100 of the longest ``#stored_from_`` lines (2,066
-#: octets: 13 + a 30-character sender + SP + 20 for the time + SP + 2,000 +
-#: LF) come to 206,600 octets, inside one connection's send queue
-#: (262,144, ``protocol.DEFAULT_SEND_QUEUE``): a login is never dropped for
-#: its own mailbox.  It also caps what a stranger can make the disk keep
-#: for one account at about 200 kB.  It joins the other limits in
-#: protocol.py, with its spec section, when the server uses the store.
-DEFAULT_MAILBOX_SIZE = 100
 
 #: Octets of random salt for each account.
 SALT_OCTETS = 16
@@ -209,10 +201,8 @@ def data_directory(environ: Mapping[str, str], windows: bool) -> str:
 
 
 def default_path() -> str:
-    """Return the default database file, making its directory (mode 0700) if there is none."""
-    directory = data_directory(os.environ, windows=os.name == "nt")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    return os.path.join(directory, "mechat.db")
+    """Return the default database file (§9.12); the store makes its directory when it opens it."""
+    return os.path.join(data_directory(os.environ, windows=os.name == "nt"), "mechat.db")
 
 
 def rfc3339(seconds: float) -> str:
@@ -221,13 +211,14 @@ def rfc3339(seconds: float) -> str:
 
 
 def create_private(path: str) -> None:
-    """Create ``path`` readable by its owner only (0600), unless it exists already.
+    """Create ``path`` readable by its owner only (0600), unless it exists already, and its directory.
 
     SQLite gives the ``-wal`` and ``-shm`` files it makes beside the
     database the database file's own mode, so they are 0600 too.  On
     Windows the mode only decides the read-only flag, and 0600 leaves the
     file writable; who may read it is the directory's ACL's business.
     """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
@@ -373,8 +364,11 @@ class AccountStore:
 
     # -- Mailboxes ----------------------------------------------------------
 
-    def store(self, recipient: str, sender: str, text: bytes, now: float) -> Stored:
-        """Keep ``text`` for ``recipient``; return only once it is committed, or why it wasn't kept."""
+    def store(
+        self, recipient: str, sender: str, text: bytes, now: float
+    ) -> Tuple[Stored, Optional[StoredMessage]]:
+        """Keep ``text`` for ``recipient``; return once it is committed, with the message kept or None."""
+        sent_at = rfc3339(now)
         with self._transaction() as db:
             account = db.execute(
                 "SELECT id, (SELECT count(*) FROM messages WHERE recipient = accounts.id)"
@@ -382,15 +376,16 @@ class AccountStore:
                 (recipient,),
             ).fetchone()
             if account is None:
-                return Stored.NO_SUCH_ACCOUNT
+                return Stored.NO_SUCH_ACCOUNT, None
             recipient_id, kept = account
             if kept >= self.mailbox_size:
-                return Stored.MAILBOX_FULL
-            db.execute(
+                return Stored.MAILBOX_FULL, None
+            cursor = db.execute(
                 "INSERT INTO messages (recipient, sender, sent_at, text) VALUES (?, ?, ?, ?)",
-                (recipient_id, sender, rfc3339(now), text),
+                (recipient_id, sender, sent_at, text),
             )
-        return Stored.STORED
+        assert cursor.lastrowid is not None
+        return Stored.STORED, StoredMessage(cursor.lastrowid, sender, sent_at, text)
 
     def stored_messages(self, recipient: str) -> List[StoredMessage]:
         """Return the messages kept for ``recipient``, oldest first, leaving them in the store."""

@@ -248,6 +248,31 @@ class Connection(Chatter):
         """Return the seconds since the send queue last moved; 0 when it is empty."""
         return now - self._stalled_since if self._unsent else 0.0
 
+    def has_received(self, mark: int) -> bool:
+        """Tell whether the client's TCP has acknowledged the first ``mark`` octets it was owed (§7.7).
+
+        They must all have left the outbox (``taken``) and the send queue,
+        and the kernel must say that every octet it was given has been
+        acknowledged.  Only Linux says (SIOCOUTQ); elsewhere the answer is
+        always False, never a guess.  Over TLS the kernel holds ciphertext,
+        but nothing is in the kernel that was not owed before what is still
+        queued, so "all acknowledged" covers the first ``mark`` octets too.
+        The send lock keeps a flush from being between the outbox and the
+        socket while this looks.
+        """
+        if not HAVE_TIOCOUTQ:
+            return False
+        with self._send_lock, self._life_lock:
+            if self._closed or self._unsent or self.taken < mark:
+                return False
+            try:
+                if reset_by_peer(self.sock):
+                    return False
+                answer = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            except OSError:
+                return False
+            return bool(struct.unpack("i", answer)[0] == 0)
+
     def is_behind(self) -> bool:
         """Tell whether this connection owes its client bytes that its socket has not taken."""
         return bool(self._unsent)

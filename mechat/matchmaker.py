@@ -59,7 +59,7 @@ thread does the whole match, so neither handler ever blocks here.
 
 import threading
 from collections import deque
-from typing import Any, Callable, Deque, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from mechat.names import Names, matching
 from mechat.protocol import (
@@ -97,6 +97,19 @@ class Chatter:
         #: server's connection keeps it (its send queue, §9.6), under its own
         #: lock; others read it without one, as a hint.
         self.queued = 0
+        #: The account this session is logged in to, as registered; "" for a guest.
+        self.account = ""
+        #: While a login reads its mailbox (§7.7), the live lines sent to it
+        #: wait here, and the stored ones that came in meanwhile in ``late``,
+        #: so that every stored message comes before them; None otherwise.
+        self.parked: Optional[List[bytes]] = None
+        self.late: List[Tuple[int, bytes]] = []
+        #: The id of the newest stored message owed to this session, and
+        #: where its line ends in all this session has been owed, in octets (§7.7).
+        self.stored_up_to = 0
+        self.stored_mark = 0
+        #: Octets taken from the outbox so far, for the writer.
+        self.taken = 0
 
     def owe(self, line: bytes) -> None:
         """Append a line to the outbox; the Matchmaker calls this with its lock held."""
@@ -128,6 +141,9 @@ class Step(NamedTuple):
     phase: Phase
     filled: Tuple[Chatter, ...] = ()
     ended: Tuple[Chatter, ...] = ()
+    #: The account, as registered, that a /msg is to be stored for (§5.5): the
+    #: caller stores it outside the lock, then calls :meth:`Matchmaker.stored`.
+    store_for: str = ""
 
 
 #: The event of every relayed batch, as a plain name (see protocol.CLOSED for why).
@@ -150,6 +166,11 @@ class Matchmaker:
         self._waiting: Deque[Chatter] = deque()  # FIFO, all in phase WAITING
         #: Every named chatter, by its nickname in any case (§3.1).
         self._named: Names[Chatter] = Names()
+        #: Every account's name (§3.1, §5.15), mirrored from the store so that
+        #: a name is checked under the lock without a database call.
+        self.accounts: Names[bool] = Names()
+        #: Names being registered: taken, while the store makes the account.
+        self._reserved: Names[Chatter] = Names()
         self._closed = False
 
     # -- Arriving and leaving ---------------------------------------------
@@ -172,7 +193,7 @@ class Matchmaker:
         """
 
         def name_and_queue(waiter: Optional[Chatter]) -> Step:
-            if chatter.phase is not CLOSED and self._named.holder(nickname) is not None:
+            if chatter.phase is not CLOSED and self._taken(nickname, chatter):
                 return self._answer(chatter, Event.NICKNAME_TAKEN)
             if not self._move(chatter, Event.NICKNAME):
                 return SESSION_OVER  # closed by shutdown while it chose a name
@@ -202,13 +223,16 @@ class Matchmaker:
 
         return self._with_live_waiter(requeue)
 
-    def leave(self, chatter: Chatter, event: Event) -> Step:
+    def leave(self, chatter: Chatter, event: Event, last_word: Optional[Notice] = None) -> Step:
         """Forget ``chatter`` after ``event``; its partner is owed ``#user_quit`` and ended (§8).
 
-        ``event`` is how it went: /quit, a hang-up, or a write that failed
-        (§9.4).  A session that is already over just leaves.
+        ``event`` is how it went: /quit, a hang-up, a write that failed
+        (§9.4), or one failed login too many, whose ``last_word`` is owed to
+        it first (§9.11).  A session that is already over just leaves.
         """
         with self._changed:
+            if last_word is not None and chatter.phase is not CLOSED:
+                chatter.owe(notice(last_word))
             partner = chatter.partner
             if partner is not None:
                 self._unpair(chatter, partner)
@@ -263,7 +287,9 @@ class Matchmaker:
     def rename(self, chatter: Chatter, nickname: str) -> Step:
         """Change a nickname and tell both sides (§5.2), unless another client holds it (§3.1)."""
         with self._changed:
-            if self._named.holder(nickname) not in (None, chatter):
+            if chatter.account:
+                return self._answer(chatter, Event.NICKNAME_LOCKED)  # §5.2: an account's name is its own
+            if self._taken(nickname, chatter):
                 return self._answer(chatter, Event.NICKNAME_TAKEN)
             if not self._move(chatter, Event.RENAME):
                 return SESSION_OVER
@@ -313,14 +339,18 @@ class Matchmaker:
         """
         with self._changed:
             recipient = self._named.holder(nickname)
+            if recipient is None and self.accounts.holder(nickname):
+                if not self._move(sender, Event.STORE):
+                    return SESSION_OVER
+                return Step(sender.phase, store_for=self.accounts.spelling(nickname))
             if not self._move(sender, Event.DIRECT):
                 return SESSION_OVER
             if recipient is None:
                 sender.owe(notice(Notice.NO_SUCH_USER, nickname))
                 return Step(sender.phase, (sender,))
-            recipient.owe(notice(Notice.FROM, sender.nickname, text))
+            delivered = self._deliver(recipient, notice(Notice.FROM, sender.nickname, text))
             sender.owe(notice(Notice.SENT_TO, recipient.nickname))
-            return Step(sender.phase, (recipient, sender))
+            return Step(sender.phase, (*delivered, sender))
 
     def broadcast(self, sender: Chatter, text: bytes) -> Step:
         """Owe every other named client the sender's text, and the sender their count (§5.6)."""
@@ -328,11 +358,138 @@ class Matchmaker:
             if not self._move(sender, Event.BROADCAST):
                 return SESSION_OVER
             line = notice(Notice.ALL_FROM, sender.nickname, text)
-            recipients = tuple(other for other in self._named.holders() if other is not sender)
-            for recipient in recipients:
-                recipient.owe(line)
+            recipients = [other for other in self._named.holders() if other is not sender]
+            filled = [chatter for recipient in recipients for chatter in self._deliver(recipient, line)]
             sender.owe(notice(Notice.BROADCAST, str(len(recipients))))
-            return Step(sender.phase, (*recipients, sender))
+            return Step(sender.phase, (*filled, sender))
+
+    # -- Accounts (§5.13-§5.16, §7.7) -------------------------------------------
+    #
+    # The store is called by the handler, outside this lock (rule 7 of
+    # protocol 2): each method below is one step before or after a call to
+    # it, and a name is reserved, or a login's live lines parked, in between.
+
+    def know_accounts(self, names: Iterable[str]) -> None:
+        """Learn the names of the accounts in the store, as the server starts."""
+        with self._changed:
+            for name in names:
+                self.accounts.add(name, True)
+
+    def reserve(self, chatter: Chatter, name: str) -> Optional[Step]:
+        """Hold ``name`` while the store makes its account, or return the step refusing it (§5.13)."""
+        with self._changed:
+            if self._taken(name, chatter):
+                return self._answer(chatter, Event.NICKNAME_TAKEN)
+            self._reserved.add(name, chatter)
+            return None
+
+    def unreserve(self, chatter: Chatter, name: str) -> None:
+        """Free a name held by :meth:`reserve` whose account the store did not make."""
+        with self._changed:
+            self._reserved.discard(name, chatter)
+
+    def register(self, chatter: Chatter, name: str) -> Step:
+        """Log ``chatter`` in to the account just made, and queue it up as a nickname would (§5.13)."""
+
+        def log_in_and_queue(waiter: Optional[Chatter]) -> Step:
+            self._reserved.discard(name, chatter)
+            self.accounts.add(name, True)
+            if not self._move(chatter, Event.REGISTER):
+                return SESSION_OVER
+            chatter.owe(notice(Notice.REGISTERED, name))
+            self._log_in(chatter, name)
+            return self._queue_up(chatter, waiter)
+
+        return self._with_live_waiter(log_in_and_queue)
+
+    def claim(self, chatter: Chatter, name: str) -> Step:
+        """Log ``chatter`` in to ``name`` and end the account's older session, if any (§5.14).
+
+        ``chatter`` keeps its phase while its handler reads the mailbox:
+        lines sent to it meanwhile are parked, and the mailbox is then
+        delivered before them by :meth:`deliver_mailbox`.
+        """
+        with self._changed:
+            if chatter.phase is CLOSED:
+                return SESSION_OVER
+            older = self._named.holder(name)
+            replaced = self._replace(older) if older is not None else Step(CLOSED)
+            self._log_in(chatter, name)
+            chatter.parked = []
+            chatter.owe(notice(Notice.LOGGED_IN, name))
+            return Step(chatter.phase, (chatter, *replaced.filled), replaced.ended)
+
+    def deliver_mailbox(self, chatter: Chatter, stored: List[Tuple[int, bytes]]) -> Step:
+        """Owe the mailbox read at login, oldest first; queue up; then owe the parked lines (§5.14, §7.7).
+
+        ``stored`` is ``(id, line)`` for each message read.  Messages
+        stored while it was read are in ``chatter.late``; the store gives
+        ids in the order it stores, so sorting by id puts all of them in
+        that order, and a message in both is owed once.
+        """
+
+        def deliver_and_queue(waiter: Optional[Chatter]) -> Step:
+            if chatter.phase is CLOSED:  # replaced or shut down meanwhile: the store keeps its mail
+                return SESSION_OVER
+            mail = dict(stored)
+            mail.update(chatter.late)
+            for message_id in sorted(mail):
+                chatter.owe(mail[message_id])
+            chatter.stored_up_to = max(mail, default=0)
+            chatter.stored_mark = chatter.taken + chatter.owed
+            parked, chatter.parked, chatter.late = chatter.parked or [], None, []
+            self._move(chatter, Event.LOGIN)
+            step = self._queue_up(chatter, waiter)
+            for line in parked:
+                chatter.owe(line)
+            return step
+
+        return self._with_live_waiter(deliver_and_queue)
+
+    def stored(self, sender: Chatter, name: str, message_id: int, line: bytes) -> Step:
+        """Owe the sender ``#stored_for_`` once the message is on disk (§5.5), and hand it to a new login.
+
+        A session of ``name`` that logged in while the message was being
+        stored may have read its mailbox before the message was in it: it is
+        owed the message now, unless its mailbox already had it (§7.7).
+        """
+        with self._changed:
+            filled = []
+            if sender.phase is not CLOSED:
+                sender.owe(notice(Notice.STORED_FOR, name))
+                filled.append(sender)
+            session = self._named.holder(name)
+            if session is not None and session.account:
+                if session.parked is not None:
+                    session.late.append((message_id, line))
+                elif message_id > session.stored_up_to:
+                    session.owe(line)
+                    session.stored_up_to = message_id
+                    session.stored_mark = session.taken + session.owed
+                    filled.append(session)
+            return Step(sender.phase, tuple(filled))
+
+    def not_stored(self, sender: Chatter, name: str, why: Notice) -> Step:
+        """Owe the sender why a message was not kept for ``name``: a full mailbox, or no account (§5.5)."""
+        with self._changed:
+            if sender.phase is CLOSED:
+                return SESSION_OVER
+            sender.owe(notice(why, name))
+            return Step(sender.phase, (sender,))
+
+    def users(self, chatter: Chatter, pattern: str) -> Step:
+        """Owe ``chatter`` the accounts whose name matches ``pattern`` (§5.15, §6.1), as :meth:`who` lists."""
+        return self._list(chatter, Event.USERS, self.accounts, pattern)
+
+    def deleted(self, chatter: Chatter) -> Step:
+        """Forget the account the store has just deleted; its session goes on as a guest (§5.16)."""
+        with self._changed:
+            self.accounts.discard(chatter.account, True)
+            chatter.account = ""
+            if not self._move(chatter, Event.DELETE):
+                return SESSION_OVER
+            chatter.owe(notice(Notice.ACCOUNT_DELETED))
+            return Step(chatter.phase, (chatter,))
 
     # -- Rooms (§5.8-§5.12, §7.6) -------------------------------------------
 
@@ -425,7 +582,13 @@ class Matchmaker:
             lines = b"".join(chatter.outbox)
             chatter.outbox.clear()
             chatter.owed = 0
+            chatter.taken += len(lines)
             return lines
+
+    def stored_owed(self, chatter: Chatter) -> Tuple[int, int]:
+        """Return ``chatter``'s newest stored message owed, and where its line ends (§7.7)."""
+        with self._changed:
+            return chatter.stored_up_to, chatter.stored_mark
 
     def phase_of(self, chatter: Chatter) -> Phase:
         """Return the phase of ``chatter`` as of now."""
@@ -480,6 +643,44 @@ class Matchmaker:
         self._waiting.popleft()
         self._pair(chatter, waiter)
         return Step(chatter.phase, (chatter, waiter))
+
+    def _taken(self, name: str, chatter: Chatter) -> bool:
+        """Tell whether ``name`` is another's, an account's or being registered (§3.1); hold the lock."""
+        return (
+            self._named.holder(name) not in (None, chatter)
+            or self.accounts.holder(name) is not None
+            or self._reserved.holder(name) is not None
+        )
+
+    def _log_in(self, chatter: Chatter, name: str) -> None:
+        """Name ``chatter`` after the account ``name`` and log it in; call with the lock held."""
+        self._name(chatter, name)
+        chatter.account = name
+
+    def _replace(self, older: Chatter) -> Step:
+        """End an account's older session for a newer login (§5.14); call with the lock held.
+
+        It is owed ``#session_replaced``; its partner ``#user_quit``, or its
+        room its ``#exited_``, as when a client hangs up.
+        """
+        partner = older.partner
+        if partner is not None:
+            self._unpair(older, partner)
+        members = self._exit(older)
+        self._withdraw(older)
+        older.owe(notice(Notice.SESSION_REPLACED))
+        self._move(older, Event.SESSION_REPLACED)
+        if partner is not None:
+            return Step(CLOSED, (older, partner), (older, partner))
+        return Step(CLOSED, (older, *members), (older,))
+
+    def _deliver(self, recipient: Chatter, line: bytes) -> Tuple[Chatter, ...]:
+        """Owe ``recipient`` a line, or park it while its login reads the mailbox; return whom to write."""
+        if recipient.parked is not None:
+            recipient.parked.append(line)
+            return ()
+        recipient.owe(line)
+        return (recipient,)
 
     def _name(self, chatter: Chatter, nickname: str) -> None:
         """Give ``chatter`` a nickname no other holds; call with the lock held."""
@@ -557,7 +758,7 @@ class Matchmaker:
 
 
 #: The notice that answers each command that lists names from a copy.
-LISTS = {Event.WHO: Notice.ONLINE, Event.ROOMS: Notice.ROOMS}
+LISTS = {Event.WHO: Notice.ONLINE, Event.ROOMS: Notice.ROOMS, Event.USERS: Notice.ACCOUNTS}
 
 #: Tries that /members makes outside the lock before it makes the list under it.
 MEMBERS_TRIES = 3

@@ -29,6 +29,10 @@ class Names(Generic[T]):
         self._holders[name.lower()] = holder
         self._spelled[name.lower()] = name
 
+    def spelling(self, name: str) -> str:
+        """Return ``name`` as its holder chose it; the caller knows it is held."""
+        return self._spelled[name.lower()]
+
     def discard(self, name: str, holder: T) -> None:
         """Free ``name`` if ``holder`` holds it."""
         key = name.lower()

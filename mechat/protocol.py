@@ -105,6 +105,17 @@ DEFAULT_MAX_ROOMS = 1000
 #: members costs the sender's thread about a millisecond.
 DEFAULT_MAX_MEMBERS = 500
 
+#: §9.10: messages kept for one account while it is away.  A login posts
+#: the whole mailbox at once, and 100 of the longest ``#stored_from_``
+#: lines (2,066 octets each) come to 206,600 octets, inside one send queue
+#: (DEFAULT_SEND_QUEUE): a login is never dropped for its own mailbox.  It
+#: also caps what a stranger can make the disk keep for one account.
+DEFAULT_MAILBOX_SIZE = 100
+
+#: §5.13: a password's length, in visible ASCII characters.
+MIN_PASSWORD_CHARS = 8
+MAX_PASSWORD_CHARS = 64
+
 
 # -- Framing (§2) -----------------------------------------------------------
 
@@ -265,6 +276,19 @@ join_verb = b"/join"
 members_command = b"/members"
 # leave-command = %s"/leave"                                               §5.12
 leave_command = b"/leave"
+# password = 8*64VCHAR                                                       §3.3
+password = r"%s{%d,%d}" % (VCHAR, MIN_PASSWORD_CHARS, MAX_PASSWORD_CHARS)
+PASSWORD_RE = re.compile(password)
+# register-verb = %s"/register"                                             §5.13
+register_verb = b"/register"
+# login-verb = %s"/login"                                                   §5.14
+login_verb = b"/login"
+# users-verb = %s"/users"                                                   §5.15
+users_verb = b"/users"
+# delete-verb = %s"/delete"                                                 §5.16
+delete_verb = b"/delete"
+# stored-time = 4DIGIT "-" 2DIGIT "-" 2DIGIT "T" 2DIGIT ":" 2DIGIT ":" 2DIGIT "Z"   §5.14
+stored_time = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z"
 
 COMMAND_PREFIX = b"/"  # §5: a line that starts with "/" is a command
 NOTICE_PREFIX = b"#"  # §4, §6: a line that starts with "#" is the server's
@@ -350,6 +374,32 @@ class Notice(str, enum.Enum):
     EXITED = "#exited_"
     # renamed = %s"#renamed_" room %x5F nickname SP nickname  §6, §7.6
     RENAMED = "#renamed_"
+    # registered = %s"#registered_" nickname                 §6, §5.13
+    REGISTERED = "#registered_"
+    # invalid-password = %s"#invalid_password"               §6, §3.3, §5.13
+    INVALID_PASSWORD = "#invalid_password"
+    # logged-in = %s"#logged_in_" nickname                   §6, §5.14
+    LOGGED_IN = "#logged_in_"
+    # login-failed = %s"#login_failed"                       §6, §5.14, §9.11
+    LOGIN_FAILED = "#login_failed"
+    # stored-from = %s"#stored_from_" nickname SP stored-time SP text   §6, §5.14
+    STORED_FROM = "#stored_from_"
+    # session-replaced = %s"#session_replaced"               §6, §5.14
+    SESSION_REPLACED = "#session_replaced"
+    # stored-for = %s"#stored_for_" nickname                 §6, §5.5, §7.7
+    STORED_FOR = "#stored_for_"
+    # mailbox-full = %s"#mailbox_full_" nickname             §6, §5.5, §9.10
+    MAILBOX_FULL = "#mailbox_full_"
+    # accounts = %s"#accounts_" count *( SP nickname )       §6, §5.15, §6.1
+    ACCOUNTS = "#accounts_"
+    # account-deleted = %s"#account_deleted"                 §6, §5.16
+    ACCOUNT_DELETED = "#account_deleted"
+    # not-logged-in = %s"#not_logged_in"                     §6, §5.16
+    NOT_LOGGED_IN = "#not_logged_in"
+    # nickname-locked = %s"#nickname_locked"                 §6, §5.2
+    NICKNAME_LOCKED = "#nickname_locked"
+    # tls-required = %s"#tls_required"                       §6, §2.5
+    TLS_REQUIRED = "#tls_required"
 
 
 #: A room, ``_`` and a nickname: the argument of a notice about a member.
@@ -401,6 +451,12 @@ NOTICE_TAILS: Dict[Notice, Tail] = {
     Notice.LEFT: Tail(room),
     Notice.EXITED: Tail(member),
     Notice.RENAMED: Tail(member, nickname),
+    Notice.REGISTERED: Tail(nickname),
+    Notice.LOGGED_IN: Tail(nickname),
+    Notice.STORED_FROM: Tail(nickname, stored_time + " " + text),
+    Notice.STORED_FOR: Tail(nickname),
+    Notice.MAILBOX_FULL: Tail(nickname),
+    Notice.ACCOUNTS: Tail(count, nicknames, listed=True),
 }
 
 #: Every notice that carries an argument after its name: ``_`` is its last character.
@@ -556,6 +612,17 @@ class Event(enum.Enum):
     MEMBERS = "/members"
     LEAVE = "/leave"
     INVALID_ROOM = "invalid room name"
+    REGISTER = "/register NICK PASSWORD"
+    INVALID_PASSWORD = "/register with an invalid password"
+    LOGIN = "/login NICK PASSWORD"
+    LOGIN_FAILED = "failed login or /delete"
+    TOO_MANY_FAILURES = "failed login or /delete, the last allowed"
+    SESSION_REPLACED = "a newer login of the account"
+    STORE = "/msg NICK TEXT, NICK an account away"
+    USERS = "/users [PATTERN]"
+    DELETE = "/delete PASSWORD"
+    NOT_LOGGED_IN = "/delete as a guest"
+    NICKNAME_LOCKED = "/nickname NICK, logged in"
 
     __hash__ = object.__hash__  # as Phase's, for the lookups in TRANSITIONS
 
@@ -573,6 +640,10 @@ ANSWERS: Dict[Event, Notice] = {
     Event.SHUTDOWN: Notice.SERVER_SHUTDOWN,
     Event.NICKNAME_TAKEN: Notice.NICKNAME_TAKEN,
     Event.INVALID_ROOM: Notice.INVALID_ROOM,
+    Event.INVALID_PASSWORD: Notice.INVALID_PASSWORD,
+    Event.LOGIN_FAILED: Notice.LOGIN_FAILED,
+    Event.NOT_LOGGED_IN: Notice.NOT_LOGGED_IN,
+    Event.NICKNAME_LOCKED: Notice.NICKNAME_LOCKED,
 }
 
 
@@ -614,6 +685,20 @@ class InvalidRoom(ProtocolError):
     notice = Notice.INVALID_ROOM
 
 
+class InvalidPassword(ProtocolError):
+    """§3.3: /register with something that is not a password."""
+
+    event = Event.INVALID_PASSWORD
+    notice = Notice.INVALID_PASSWORD
+
+
+class LoginFailed(ProtocolError):
+    """§5.14, §5.16: a /login or /delete whose nickname or password is malformed: a failed login."""
+
+    event = Event.LOGIN_FAILED
+    notice = Notice.LOGIN_FAILED
+
+
 class Transition(NamedTuple):
     """One cell of the state table: what the server sends, and where it goes."""
 
@@ -640,7 +725,30 @@ _ANYWHERE: Dict[Event, str] = {
     Event.CREATE: "#room_created_ROOM; or #room_exists_ROOM, #too_many_rooms",
     Event.ROOMS: "#rooms_N ROOM ...",
     Event.JOIN_REFUSED: "#no_such_room_ROOM or #room_full_ROOM",
+    Event.STORE: "#stored_for_NICK once on disk; or #mailbox_full_NICK",
+    Event.USERS: "#accounts_N NICK ...",
+    Event.DELETE: "#account_deleted (the session goes on as a guest)",
+    Event.NOT_LOGGED_IN: "#not_logged_in",
+    Event.LOGIN_FAILED: "#login_failed",
+    Event.NICKNAME_LOCKED: "#nickname_locked",
 }
+
+#: How a named client's session ends when the server ends it, by phase: the
+#: reply is the ending's notice (or none) followed by these.
+_ENDS = {
+    Phase.WAITING: "close (withdrawn from the queue)",
+    Phase.CHATTING: "close; partner: #user_quit, close",
+    Phase.IN_ROOM: "close; members: #exited_ROOM_NICK",
+}
+
+
+def _ended(phase: Phase) -> Dict[Tuple[Phase, Event], Transition]:
+    """Return the cells of the endings that are the same in every named phase but for what the others see."""
+    return {
+        (phase, Event.TOO_MANY_FAILURES): Transition("#login_failed, " + _ENDS[phase], Phase.CLOSED),
+        (phase, Event.SESSION_REPLACED): Transition("#session_replaced, " + _ENDS[phase], Phase.CLOSED),
+    }
+
 
 #: The state table of §7.5.  Every (phase, event) pair that can happen has a
 #: cell; the tests drive a live server through each one.  A pair that is
@@ -658,6 +766,16 @@ TRANSITIONS: Dict[Tuple[Phase, Event], Transition] = {
     (_N, Event.SERVER_FULL): Transition("#server_full, close", _X),
     (_N, Event.DROPPED): Transition("close", _X),
     (_N, Event.NICKNAME_TAKEN): Transition("#nickname_taken", _N),
+    (_N, Event.REGISTER): Transition("#registered_NICK, then #wait, or #matched_to_NICK to both", _W),
+    (_N, Event.INVALID_PASSWORD): Transition("#invalid_password", _N),
+    (_N, Event.LOGIN): Transition(
+        "#logged_in_NICK, each #stored_from_SENDER TIME TEXT oldest first, then #wait, or"
+        " #matched_to_NICK to both; an older session of NICK: #session_replaced, close",
+        _W,
+    ),
+    (_N, Event.LOGIN_FAILED): Transition("#login_failed", _N),
+    (_N, Event.TOO_MANY_FAILURES): Transition("#login_failed, close", _X),
+    (_N, Event.SESSION_REPLACED): Transition("#session_replaced, close (a login reading its mailbox)", _X),
     **{(_W, event): Transition(reply, _W) for event, reply in _ANYWHERE.items()},
     (_W, Event.PARTNER_FOUND): Transition("#matched_to_NICK", _C),
     (_W, Event.MESSAGE): Transition("#wait (the line goes nowhere)", _W),
@@ -670,6 +788,7 @@ TRANSITIONS: Dict[Tuple[Phase, Event], Transition] = {
     (_W, Event.JOIN): Transition(_JOINED + " (withdrawn from the queue)", _R),
     (_W, Event.MEMBERS): Transition("#not_in_room", _W),
     (_W, Event.LEAVE): Transition("#not_in_room", _W),
+    **_ended(_W),
     **{(_C, event): Transition(reply, _C) for event, reply in _ANYWHERE.items()},
     (_C, Event.MESSAGE): Transition("relay the line to the partner", _C),
     (_C, Event.RENAME): Transition("#nickname_changed_NICK; partner: #partner_renamed_NICK", _C),
@@ -682,6 +801,7 @@ TRANSITIONS: Dict[Tuple[Phase, Event], Transition] = {
     (_C, Event.JOIN): Transition(_JOINED + "; partner: #user_quit, close", _R),
     (_C, Event.MEMBERS): Transition("#not_in_room", _C),
     (_C, Event.LEAVE): Transition("#not_in_room", _C),
+    **_ended(_C),
     **{(_R, event): Transition(reply, _R) for event, reply in _ANYWHERE.items()},
     (_R, Event.MESSAGE): Transition("every other member: #in_ROOM_SENDER MESSAGE", _R),
     (_R, Event.RENAME): Transition("#nickname_changed_NICK; members: #renamed_ROOM_OLD NICK", _R),
@@ -693,6 +813,7 @@ TRANSITIONS: Dict[Tuple[Phase, Event], Transition] = {
         _JOINED + "; old room's members: #exited_OLD_NICK (the same room: #joined_ROOM alone)", _R
     ),
     (_R, Event.MEMBERS): Transition("#members_N NICK ...", _R),
+    **_ended(_R),
     (_R, Event.LEAVE): Transition(
         "#left_ROOM; members: #exited_ROOM_NICK; then #wait, or #matched_to_NICK to both", _W
     ),
@@ -790,6 +911,40 @@ def decode_text(line: bytes) -> Optional[str]:
         return None
 
 
+#: The commands that list names, and the event of each (§6.1).
+LIST_VERBS = {who_verb: Event.WHO, rooms_verb: Event.ROOMS, users_verb: Event.USERS}
+
+
+def parse_account_command(verb: bytes, argument: bytes) -> Parsed:
+    """Parse what follows /register or /login (§5.13, §5.14); raise if /register's is refused.
+
+    register-command = register-verb SP nickname SP password        §5.13
+    login-command = login-verb SP nickname SP password              §5.14
+
+    A /register with a bad nickname gets #invalid_nickname, then one with
+    a bad password #invalid_password.  A malformed /login is a failed
+    login (LoginFailed), answered and counted as any other (§5.14, §9.11).
+    """
+    nick, space, secret = argument.partition(SP)
+    nickname_ok = bool(NICKNAME_RE.fullmatch(nick.decode("latin-1")))
+    password_ok = bool(space and parse_password(secret))
+    if verb == register_verb:
+        if not nickname_ok:
+            raise InvalidNickname()
+        if not password_ok:
+            raise InvalidPassword()
+        return Parsed(Event.REGISTER, nick.decode("ascii"), secret)
+    if not (nickname_ok and password_ok):
+        raise LoginFailed()
+    return Parsed(Event.LOGIN, nick.decode("ascii"), secret)
+
+
+def parse_password(raw: bytes) -> Optional[str]:
+    """Return ``raw`` as a password (§3.3), or None if it is none."""
+    text = raw.decode("latin-1")
+    return text if PASSWORD_RE.fullmatch(text) else None
+
+
 def parse_command(phase: Phase, line: bytes) -> Parsed:
     """Match a command exactly, case and all (§5.3); raise if refused."""
     # nickname-command = nickname-verb SP nickname                          §5.2
@@ -798,19 +953,30 @@ def parse_command(phase: Phase, line: bytes) -> Parsed:
     name, space, argument = line.partition(SP)
     if line == quit_command:
         return QUIT
+    if name in (register_verb, login_verb):
+        if phase is not Phase.NICKNAME:
+            raise InvalidCommand()  # §5.13, §5.14: an account is chosen instead of a nickname
+        return parse_account_command(name, argument if space else b"")
     if phase is Phase.NICKNAME:
-        raise InvalidCommand()  # §7.1: nothing but /quit before a nickname
+        raise InvalidCommand()  # §7.1: nothing but /quit, /register and /login before a nickname
     if name == nickname_verb:
         return Parsed(Event.RENAME, parse_nickname(argument if space else b""))
     if line == next_command:
         if phase is Phase.IN_ROOM:
             raise InvalidCommand()  # §5.7: /leave goes back to pairing
         return NEXT
-    if name in (who_verb, rooms_verb) and (not space or PATTERN_RE.fullmatch(argument.decode("latin-1"))):
+    if name in LIST_VERBS and (not space or PATTERN_RE.fullmatch(argument.decode("latin-1"))):
         # who-command = who-verb [ SP pattern ]                              §5.4
         # rooms-command = rooms-verb [ SP pattern ]                          §5.9
-        event = Event.WHO if name == who_verb else Event.ROOMS
-        return Parsed(event, pattern=argument.decode("ascii") if space else "*")
+        # users-command = users-verb [ SP pattern ]                          §5.15
+        return Parsed(LIST_VERBS[name], pattern=argument.decode("ascii") if space else "*")
+    if name == delete_verb:
+        # delete-command = delete-verb SP password                           §5.16
+        # The verb alone makes the line a /delete, and a malformed one a
+        # failed login; the server still answers a guest #not_logged_in first.
+        if not (space and parse_password(argument)):
+            raise LoginFailed()
+        return Parsed(Event.DELETE, text=argument)
     if name in (create_verb, join_verb):
         # create-command = create-verb SP room                              §5.8
         # join-command = join-verb SP room                                   §5.10

@@ -45,6 +45,7 @@ octets (:func:`~mechat.tls.looks_like_tls`): its ClientHello is no
 nickname, so it is refused at once rather than at the nickname timeout.
 """
 
+import contextlib
 import logging
 import socket
 import socketserver
@@ -54,12 +55,15 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from mechat import protocol, tls
-from mechat.connection import CAUGHT_UP, POLLIN, Connection, poll_for
+from mechat.accounts import MEMORY, AccountStore
+from mechat.connection import CAUGHT_UP, POLLIN, Connection, poll_for, send_within
 from mechat.drain import Drainer
 from mechat.flood import TokenBucket
+from mechat.logins import AccountCommands
 from mechat.matchmaker import Chatter, Matchmaker, Step
 from mechat.protocol import CLOSED, IN_ROOM, NICKNAME, Event, Line, Parsed, Phase, ProtocolError, parse_line
 from mechat.rooms import Rooms
+from mechat.throttle import AddressThrottle
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,7 @@ class Limits:
     all_rate: float = protocol.DEFAULT_ALL_RATE
     max_rooms: int = protocol.DEFAULT_MAX_ROOMS
     max_members: int = protocol.DEFAULT_MAX_MEMBERS
+    mailbox_size: int = protocol.DEFAULT_MAILBOX_SIZE
 
 
 def connection_of(chatter: Chatter) -> Connection:
@@ -122,7 +127,7 @@ Received = Union[Line, FlushPoint]
 Command = Callable[["ChatHandler", Parsed], Step]
 
 
-class ChatHandler(socketserver.BaseRequestHandler):
+class ChatHandler(AccountCommands, socketserver.BaseRequestHandler):
     """Serve one connection from its nickname to its close (spec §7).
 
     The contract, in one place:
@@ -171,6 +176,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.flood = TokenBucket(self.limits.max_rate)
         self.broadcasts = TokenBucket(self.limits.all_rate)  # §9.7: /all has a rate of its own
         self.nickname_deadline = time.monotonic() + self.limits.nickname_timeout
+        self.setup_accounts()
         #: Seconds receive() waits for input before it yields a flush point;
         #: None waits for ever.  The socket itself blocks, with no Python
         #: timeout, so every write can rely on send_within()'s deadline.
@@ -207,6 +213,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
             log.info("%s (%s) left; telling its partner", self.conn.address, self.conn.nickname)
         self.follow(step)
         self.outboxes_to_write.add(self.conn)
+        self.forget_what_was_delivered()  # before the last notice, which its client may not wait for
         self.write_outboxes()
         self.conn.close()
         log.info("%s (%s) closed", self.conn.address, self.conn.nickname or "no nickname")
@@ -216,6 +223,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
         assert self.conn.channel is not None
         try:
             self.early = self.conn.channel.handshake(self.request, self.nickname_deadline)
+        except tls.NotTLS as error:  # a plaintext client: tell it in its own terms (§2.5)
+            log.warning("%s: %s", self.conn.address, error)
+            with contextlib.suppress(OSError):
+                send_within(self.request, protocol.notice(protocol.Notice.TLS_REQUIRED), 1.0)
         except tls.TLSError as error:  # its message is one line: no traceback
             log.warning("%s: %s", self.conn.address, error)
         except OSError as error:
@@ -360,6 +371,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def quit(self, parsed: Parsed) -> Step:
         """End the session; the partner is told (§5.1, §8)."""
         log.info("%s (%s) sent /quit", self.conn.address, self.conn.nickname)
+        self.said_quit = True
         return self.matchmaker.leave(self.conn, Event.QUIT)
 
     def next_partner(self, parsed: Parsed) -> Step:
@@ -374,8 +386,9 @@ class ChatHandler(socketserver.BaseRequestHandler):
         return self.matchmaker.who(self.conn, parsed.pattern)
 
     def direct(self, parsed: Parsed) -> Step:
-        """Send a direct message to one named client (§5.5)."""
-        return self.matchmaker.direct(self.conn, parsed.nickname, parsed.text)
+        """Send a direct message to one named client, or keep it for an account that is away (§5.5)."""
+        step = self.matchmaker.direct(self.conn, parsed.nickname, parsed.text)
+        return self.store_for(step.store_for, parsed.text) if step.store_for else step
 
     def broadcast(self, parsed: Parsed) -> Step:
         """Send a line to every other named client, at most at the /all rate (§5.6, §9.7)."""
@@ -428,6 +441,12 @@ class ChatHandler(socketserver.BaseRequestHandler):
         Event.JOIN: join_room,
         Event.MEMBERS: members,
         Event.LEAVE: leave_room,
+        Event.REGISTER: AccountCommands.register,
+        Event.LOGIN: AccountCommands.log_in,
+        Event.USERS: AccountCommands.users,
+        Event.DELETE: AccountCommands.delete_account,
+        Event.LOGIN_FAILED: AccountCommands.refused_login,
+        Event.INVALID_PASSWORD: refuse,
         Event.INVALID_ROOM: refuse,
         Event.INVALID_NICKNAME: refuse,
         Event.INVALID_MESSAGE: refuse,
@@ -440,6 +459,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def reach_flush_point(self) -> None:
         """Pass the batch on, write what is owed, and learn whether the session goes on."""
         self.pass_on()
+        if self.conn.stored_up_to > self.forgotten_up_to:  # before our replies: the last write had time
+            self.forget_what_was_delivered()
         self.write_outboxes()
         self.keep_pace()
         # Another thread may have closed the session: the partner left, the
@@ -523,10 +544,16 @@ class ChatServer(socketserver.ThreadingTCPServer):
         limits: Limits = Limits(),
         handler: type = ChatHandler,
         ssl_context: Optional[ssl.SSLContext] = None,
+        store: Optional[AccountStore] = None,
     ) -> None:
         self.limits = limits
         self.ssl_context = ssl_context  # made by mechat.tls.server_context(); None for plain TCP
         self.matchmaker = Matchmaker(limits.max_clients, Rooms(limits.max_rooms, limits.max_members))
+        #: The accounts and their mailboxes (§7.7, §9.12); without one, a throwaway store in memory.
+        self.store = store if store is not None else AccountStore(MEMORY, limits.mailbox_size)
+        self.owns_store = store is None
+        self.matchmaker.know_accounts(self.store.names())
+        self.failed_logins = AddressThrottle()  # §9.11: shared by every handler
         # Before binding: a failed bind calls server_close(), which stops it.
         self.drainer = Drainer(self.drop_and_tell)
         super().__init__(address, handler)
@@ -603,6 +630,8 @@ class ChatServer(socketserver.ThreadingTCPServer):
                     conn.hang_up()
                 all_finished(connections, time.monotonic() + self.shutdown_cutoff)
         self.drainer.stop()
+        if self.owns_store:
+            self.store.close()
 
 
 def all_finished(connections: List[Connection], deadline: float) -> bool:

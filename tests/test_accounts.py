@@ -144,13 +144,17 @@ def test_database_and_its_wal_files_are_the_owners_only(db_path: str) -> None:
 
 
 @pytest.mark.skipif(os.name == "nt", reason="Windows has no Unix file modes")
-def test_default_path_is_made_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default directory, $XDG_DATA_HOME/mechat, is made 0700."""
+def test_default_path_is_made_private_when_the_store_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """§9.12: the default is $XDG_DATA_HOME/mechat/mechat.db; opening the store makes its directory 0700."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     path = accounts.default_path()
     assert path == str(tmp_path / "data" / "mechat" / "mechat.db")
+    assert not os.path.exists(os.path.dirname(path))  # asking, for --help say, makes nothing
+    AccountStore(path).close()
     assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
-    assert accounts.default_path() == path  # a second call finds the directory there
+    AccountStore(path).close()  # a second open finds the directory and the file there
 
 
 HOME = os.path.expanduser("~")
@@ -298,13 +302,13 @@ def test_delete_takes_the_account_and_its_messages(store: AccountStore) -> None:
     """/delete removes the account and everything kept for it; its name is free again, empty."""
     store.register("alice", "password1")
     store.register("bob", "password1")
-    assert store.store("alice", "bob", b"hello", SENT) is Stored.STORED
-    assert store.store("bob", "alice", b"hi", SENT) is Stored.STORED
+    assert store.store("alice", "bob", b"hello", SENT)[0] is Stored.STORED
+    assert store.store("bob", "alice", b"hi", SENT)[0] is Stored.STORED
     assert store.delete("ALICE")
     assert not store.delete("alice")
     assert store.names() == ["bob"]
     assert not store.check_password("alice", "password1")
-    assert store.store("alice", "bob", b"again", SENT) is Stored.NO_SUCH_ACCOUNT
+    assert store.store("alice", "bob", b"again", SENT)[0] is Stored.NO_SUCH_ACCOUNT
     assert store.register("alice", "password2")
     assert store.stored_messages("alice") == []
     assert [message.text for message in store.stored_messages("bob")] == [b"hi"]
@@ -318,7 +322,7 @@ def test_messages_come_back_oldest_first(store: AccountStore) -> None:
     store.register("alice", "password1")
     texts = [b"first", "second \u00e9t\u00e9".encode(), b"#third starts with #"]
     for offset, text in enumerate(texts):
-        assert store.store("ALICE", "bob" if offset else "Carol", text, SENT + offset) is Stored.STORED
+        assert store.store("ALICE", "bob" if offset else "Carol", text, SENT + offset)[0] is Stored.STORED
     messages = store.stored_messages("alice")
     assert [message.text for message in messages] == texts
     assert [message.sender for message in messages] == ["Carol", "bob", "bob"]
@@ -343,12 +347,12 @@ def test_a_full_mailbox_refuses_and_keeps_what_it_has() -> None:
     with full:
         full.register("alice", "password1")
         full.register("bob", "password1")
-        assert [full.store("alice", "carol", b"%d" % n, SENT) for n in range(3)] == [Stored.STORED] * 3
-        assert full.store("alice", "carol", b"3", SENT) is Stored.MAILBOX_FULL
-        assert full.store("bob", "carol", b"to bob", SENT) is Stored.STORED
+        assert [full.store("alice", "carol", b"%d" % n, SENT)[0] for n in range(3)] == [Stored.STORED] * 3
+        assert full.store("alice", "carol", b"3", SENT)[0] is Stored.MAILBOX_FULL
+        assert full.store("bob", "carol", b"to bob", SENT)[0] is Stored.STORED
         assert [message.text for message in full.stored_messages("alice")] == [b"0", b"1", b"2"]
         full.forget("alice", full.stored_messages("alice")[0].id)
-        assert full.store("alice", "carol", b"4", SENT) is Stored.STORED
+        assert full.store("alice", "carol", b"4", SENT)[0] is Stored.STORED
         assert [message.text for message in full.stored_messages("alice")] == [b"1", b"2", b"4"]
 
 
@@ -358,12 +362,12 @@ def test_the_default_mailbox_fits_in_one_send_queue() -> None:
 
     longest = len("#stored_from_") + protocol.MAX_NICKNAME_CHARS + 1 + len(SENT_TEXT) + 1
     longest += protocol.MAX_LINE_OCTETS + 1
-    assert accounts.DEFAULT_MAILBOX_SIZE * longest <= protocol.DEFAULT_SEND_QUEUE
+    assert protocol.DEFAULT_MAILBOX_SIZE * longest <= protocol.DEFAULT_SEND_QUEUE
 
 
 def test_a_message_for_no_account_is_not_stored(store: AccountStore) -> None:
     """Only a registered account has a mailbox."""
-    assert store.store("nobody", "bob", b"hello", SENT) is Stored.NO_SUCH_ACCOUNT
+    assert store.store("nobody", "bob", b"hello", SENT)[0] is Stored.NO_SUCH_ACCOUNT
     assert store.stored_messages("nobody") == []
 
 

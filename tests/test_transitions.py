@@ -14,15 +14,17 @@ the table does not have.
 """
 
 import socket
-from typing import Callable, Dict, List
+import threading
+from typing import Callable, Dict, List, Tuple
 
 import pytest
 
 from mechat.flood import TokenBucket
 from mechat.protocol import TRANSITIONS, Event, Phase
 from mechat.server import ChatHandler, ChatServer
+from mechat.throttle import MAX_FAILED_LOGINS
 from tests.conftest import Cell, StartServer
-from tests.peers import Peer, in_room, meet, pair, waiting
+from tests.peers import TIMEOUT, Peer, in_room, meet, pair, waiting
 from tests.test_hardening import DROP_DEADLINE, FakeClock, SmallSendBuffer, send_until_refused
 
 N, W, C, R = Phase.NICKNAME, Phase.WAITING, Phase.CHATTING, Phase.IN_ROOM
@@ -501,3 +503,193 @@ def leave_a_room(start_server: StartServer) -> None:
     bob.expect("#exited_lab_alice")
     alice.expect("#left_lab", "#wait")  # back to pairing, and nobody else waits
     still_in(W, [alice])
+
+
+# -- Protocol 2: accounts (§5.13-§5.16, §7.7, §9.11) ------------------------------
+
+PASSWORD = "password1"
+
+
+def registered(server: ChatServer, nickname: str = "alice") -> Peer:
+    """Connect a client that registers ``nickname`` and waits, logged in (§5.13)."""
+    peer = Peer(server.port)
+    peer.send("/register %s %s" % (nickname, PASSWORD))
+    peer.expect("#registered_" + nickname, "#wait")
+    return peer
+
+
+def away(server: ChatServer, nickname: str = "dora") -> None:
+    """Make an account ``nickname`` whose owner is not connected."""
+    peer = registered(server, nickname)
+    peer.send("/quit")
+    peer.expect_closed()
+
+
+def logged_in(phase: Phase, server: ChatServer) -> List[Peer]:
+    """Bring alice, logged in to her account, to ``phase``, with bob as her partner or fellow member."""
+    alice = registered(server)
+    if phase is W:
+        return [alice]
+    if phase is C:
+        return [alice, meet(server.port, alice, "alice", "bob")]
+    alice.send("/create lab", "/join lab")
+    alice.expect("#room_created_lab", "#joined_lab")
+    bob = waiting(server.port, "bob")
+    bob.send("/join lab")
+    bob.expect("#joined_lab")
+    alice.expect("#entered_lab_bob")
+    return [alice, bob]
+
+
+def by_an_account(phase: Phase, line: str, reply: str) -> Scenario:
+    """Make the scenario of alice, logged in, sending ``line``: answered ``reply``, she stays in ``phase``."""
+
+    def run(start_server: StartServer) -> None:
+        peers = logged_in(phase, start_server())
+        peers[0].send(line)
+        peers[0].expect(reply)
+        still_in(phase, peers)
+
+    return run
+
+
+def to_an_account_away(phase: Phase) -> Scenario:
+    """Make the scenario of a /msg to an account that is away: kept, and #stored_for_ (§5.5)."""
+
+    def run(start_server: StartServer) -> None:
+        server = start_server()
+        away(server, "Dora")
+        peers = REACH[phase](server)
+        peers[0].send("/msg dORA see you later")
+        peers[0].expect("#stored_for_Dora")  # spelled as registered
+        still_in(phase, peers)
+
+    return run
+
+
+def too_many_failures(phase: Phase) -> Scenario:
+    """Make the scenario of the last failed /delete a connection may make: closed (§9.11)."""
+
+    def run(start_server: StartServer) -> None:
+        server = start_server()
+        peers = logged_in(phase, server)
+        for _ in range(MAX_FAILED_LOGINS):
+            peers[0].send("/delete wrong-password")
+            peers[0].expect("#login_failed")
+        peers[0].expect_closed()
+        left_nothing_behind(server, phase, peers)
+
+    return run
+
+
+def replaced(phase: Phase) -> Scenario:
+    """Make the scenario of a newer login of alice's account: her older session ends (§5.14)."""
+
+    def run(start_server: StartServer) -> None:
+        server = start_server()
+        peers = logged_in(phase, server)
+        newer = Peer(server.port)
+        newer.send("/login alice " + PASSWORD)
+        peers[0].expect("#session_replaced")
+        peers[0].expect_closed()
+        if phase is not W:
+            left_nothing_behind(server, phase, peers)
+        newer.expect("#logged_in_alice", "#wait")  # the older session is not in the queue to be matched
+
+    return run
+
+
+for _phase in (W, C, R):
+    scenario(_phase, Event.USERS)(answered(_phase, "/users", "#accounts_0"))
+    scenario(_phase, Event.NOT_LOGGED_IN)(answered(_phase, "/delete " + PASSWORD, "#not_logged_in"))
+    scenario(_phase, Event.DELETE)(by_an_account(_phase, "/delete " + PASSWORD, "#account_deleted"))
+    scenario(_phase, Event.LOGIN_FAILED)(by_an_account(_phase, "/delete wrong-password", "#login_failed"))
+    scenario(_phase, Event.NICKNAME_LOCKED)(by_an_account(_phase, "/nickname alicia", "#nickname_locked"))
+    scenario(_phase, Event.STORE)(to_an_account_away(_phase))
+    scenario(_phase, Event.TOO_MANY_FAILURES)(too_many_failures(_phase))
+    scenario(_phase, Event.SESSION_REPLACED)(replaced(_phase))
+
+
+@scenario(N, Event.REGISTER)
+def register_while_naming(start_server: StartServer) -> None:
+    peers = naming(start_server())
+    peers[0].send("/register alice " + PASSWORD)
+    peers[0].expect("#registered_alice", "#wait")
+    still_in(W, peers)
+
+
+@scenario(N, Event.INVALID_PASSWORD)
+def invalid_password_while_naming(start_server: StartServer) -> None:
+    peers = naming(start_server())
+    peers[0].send("/register alice short")  # §3.3: 8 to 64 visible characters
+    peers[0].expect("#invalid_password")
+    still_in(N, peers)
+
+
+@scenario(N, Event.LOGIN)
+def login_while_naming(start_server: StartServer) -> None:
+    server = start_server()
+    away(server, "alice")
+    carol = waiting(server.port, "carol")
+    carol.send("/msg alice are you there?")
+    carol.expect("#stored_for_alice")
+    peers = naming(server)
+    peers[0].send("/login ALICE " + PASSWORD)
+    peers[0].expect("#logged_in_alice")
+    stored = peers[0].read_line()
+    assert stored.startswith(b"#stored_from_carol ") and stored.endswith(b"Z are you there?"), stored
+    peers[0].expect("#matched_to_carol")
+    carol.expect("#matched_to_alice")
+    still_in(C, [peers[0], carol])
+
+
+@scenario(N, Event.LOGIN_FAILED)
+def failed_login_while_naming(start_server: StartServer) -> None:
+    server = start_server()
+    away(server, "alice")
+    peers = naming(server)
+    for line in ("/login alice wrong-password", "/login nobody " + PASSWORD, "/login alice short"):
+        peers[0].send(line)
+        peers[0].expect("#login_failed")  # §5.14: one notice for all three
+    still_in(N, peers)
+
+
+@scenario(N, Event.TOO_MANY_FAILURES)
+def too_many_failed_logins_while_naming(start_server: StartServer) -> None:
+    peers = naming(start_server())
+    for _ in range(MAX_FAILED_LOGINS):
+        peers[0].send("/login nobody " + PASSWORD)
+        peers[0].expect("#login_failed")
+    peers[0].expect_closed()
+
+
+class HeldMailbox(ChatHandler):
+    """A handler whose first login waits, reading its mailbox, until the test lets it go on."""
+
+    reading = threading.Event()
+    go_on = threading.Event()
+
+    def read_mailbox(self, name: str) -> List[Tuple[int, bytes]]:
+        """Hold the first login here, still in the nickname phase, until ``go_on`` is set."""
+        if not HeldMailbox.reading.is_set():
+            HeldMailbox.reading.set()
+            HeldMailbox.go_on.wait(TIMEOUT)
+        return super().read_mailbox(name)
+
+
+@scenario(N, Event.SESSION_REPLACED)
+def replaced_while_reading_the_mailbox(start_server: StartServer) -> None:
+    HeldMailbox.reading.clear()
+    HeldMailbox.go_on.clear()
+    server = start_server(HeldMailbox)
+    away(server, "alice")
+    first = Peer(server.port)
+    first.send("/login alice " + PASSWORD)
+    assert HeldMailbox.reading.wait(TIMEOUT), "the first login never read its mailbox"
+    newer = Peer(server.port)
+    newer.send("/login alice " + PASSWORD)
+    newer.expect("#logged_in_alice", "#wait")
+    first.expect("#logged_in_alice", "#session_replaced")
+    HeldMailbox.go_on.set()
+    first.expect_closed()
+    still_in(W, [newer])

@@ -66,6 +66,10 @@ RULE_OF_EVENT = {
     Event.JOIN: "join-command",
     Event.MEMBERS: "members-command",
     Event.LEAVE: "leave-command",
+    Event.REGISTER: "register-command",
+    Event.LOGIN: "login-command",
+    Event.USERS: "users-command",
+    Event.DELETE: "delete-command",
 }
 
 #: Octets above which a line is expensive to parse; see the module docstring.
