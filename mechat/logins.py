@@ -176,7 +176,7 @@ class AccountCommands:
             self.server.store.delete(name)
         except sqlite3.Error as error:
             log.error("%s: the store cannot delete %s: %s", self.conn.address, name, error)
-            return self.failed()
+            return self.matchmaker.refuse(self.conn, Event.LOGIN_FAILED)  # not a guess: not counted
         log.info("%s deleted the account %s", self.conn.address, name)
         return self.matchmaker.deleted(self.conn)
 

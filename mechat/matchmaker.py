@@ -41,6 +41,17 @@ concern, the lock is not.  A client is in one place at a time, the queue,
 a pair or one room, and :meth:`Matchmaker.join_room` moves it from any of
 them in one step.
 
+Accounts are part of it in the same way (§5.13-§5.16, §7.7).  The store
+itself, SQLite, is never called here: a database call or a password hash
+under this lock would stall every client (rule 7 of protocol 2).  So the
+handler (:mod:`mechat.logins`) calls the store between two steps of this
+class: the name of a /register is reserved under the lock before the hash
+and the insert, and a /login claims its name under the lock, reads the
+mailbox outside it, and is owed the mailbox under it, with the lines sent
+to it meanwhile parked until then.  The names of all accounts are mirrored
+in :attr:`Matchmaker.accounts`, so that a guest's nickname is checked
+against them in the same step that takes it.
+
 Locks.  The Matchmaker's lock is one of three kinds in the server; the
 other two belong to each connection (:mod:`mechat.connection` says why).
 The order is fixed: a connection's send lock may be held while this lock is

@@ -107,12 +107,12 @@ DEFAULT_MAX_MEMBERS = 500
 
 #: §9.10: messages kept for one account while it is away.  A login posts
 #: the whole mailbox at once, and 100 of the longest ``#stored_from_``
-#: lines (2,066 octets each) come to 206,600 octets, inside one send queue
+#: lines (2,059 octets each) come to 205,900 octets, inside one send queue
 #: (DEFAULT_SEND_QUEUE): a login is never dropped for its own mailbox.  It
 #: also caps what a stranger can make the disk keep for one account.
 DEFAULT_MAILBOX_SIZE = 100
 
-#: §5.13: a password's length, in visible ASCII characters.
+#: §3.3: a password's length, in visible ASCII characters.
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 64
 
@@ -287,7 +287,7 @@ login_verb = b"/login"
 users_verb = b"/users"
 # delete-verb = %s"/delete"                                                 §5.16
 delete_verb = b"/delete"
-# stored-time = 4DIGIT "-" 2DIGIT "-" 2DIGIT "T" 2DIGIT ":" 2DIGIT ":" 2DIGIT "Z"   §5.14
+# stored-time = 4DIGIT %x2D 2DIGIT %x2D 2DIGIT %s"T" 2DIGIT %x3A 2DIGIT %x3A 2DIGIT %s"Z"   §5.14
 stored_time = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z"
 
 COMMAND_PREFIX = b"/"  # §5: a line that starts with "/" is a command
@@ -486,7 +486,8 @@ NOTICES_ABOUT_A_MEMBER = _notices_whose(member)
 NOTICES_WITH_MEMBER = _notices_whose(member, ending=True)
 
 #: The notices whose argument is followed by SP and a text: what a client
-#: wrote, or (for #renamed_) the new nickname (§6).
+#: wrote (for #stored_from_, after the time it was stored), or (for
+#: #renamed_) the new nickname (§6).
 NOTICES_WITH_TEXT = tuple(
     name for name, tail in NOTICE_TAILS.items() if tail.rest is not None and not tail.listed
 )
@@ -996,4 +997,4 @@ def parse_command(phase: Phase, line: bytes) -> Parsed:
     if name == all_verb and decode_text(argument):
         # all-command = all-verb SP text                                     §5.6
         return Parsed(Event.BROADCAST, text=argument)
-    raise InvalidCommand()  # §5.3, and a malformed command of §5.4-§5.7
+    raise InvalidCommand()  # §5.3, and a malformed /msg or /all, or a list's bad pattern (§5.4-§5.6, §6.1)

@@ -3,17 +3,23 @@
 Each ```` ```mechat-session ```` block is a list of rows in the notation
 that §11 defines: ``Cn: LINE`` (client n sends), ``Sn: LINE`` (the server
 sends to client n), the events ``<eof>``, ``<reset>`` and ``<close>``, the
-abbreviation ``<N octets: X>``, and ``--`` comments.
+abbreviation ``<N octets: X>``, a server row's ``<time>``, and ``--``
+comments.
 """
 
 import re
 from typing import Dict, List, NamedTuple, Optional
 
+from mechat.protocol import stored_time
 from tests.grammar import PROSE_PATH
 
 EVENTS = ("<eof>", "<reset>", "<close>")
 ROW = re.compile(r"(?P<side>[CS])(?P<client>\d*): (?P<text>.*)")
 REPEAT = re.compile(r"<(?P<count>\d+) octets: (?P<char>.)>")
+#: Stands for a time the server chose (§5.14), which no example can know.
+TIME = "<time>"
+#: What the grammar checks see in place of TIME: one stored-time.
+SAMPLE_TIME = "2026-12-01T10:02:03Z"
 
 
 class Row(NamedTuple):
@@ -21,8 +27,9 @@ class Row(NamedTuple):
 
     side: str  # "C": the client sends; "S": the server sends
     client: int
-    line: Optional[bytes]  # None for an event
+    line: Optional[bytes]  # None for an event; SAMPLE_TIME in place of each TIME
     event: str = ""
+    pattern: "Optional[re.Pattern[bytes]]" = None  # for a row with a TIME: any stored-time there
 
 
 class Session(NamedTuple):
@@ -52,6 +59,11 @@ def parse_row(text: str) -> Optional[Row]:
     body = match.group("text")
     if body in EVENTS:
         return Row(match.group("side"), client, None, body)
+    if TIME in body:
+        assert match.group("side") == "S", f"only the server's rows hold a {TIME}: {text!r}"
+        parts = [re.escape(part.encode("utf-8")) for part in body.split(TIME)]
+        pattern = re.compile(stored_time.encode("ascii").join(parts))
+        return Row("S", client, expand(body.replace(TIME, SAMPLE_TIME)), pattern=pattern)
     return Row(match.group("side"), client, expand(body))
 
 

@@ -11,7 +11,8 @@ generated lines stay short, and the octet limit of §2.3 is pinned by a
 handful of deliberate full-length cases instead.
 """
 
-from typing import Optional
+import re
+from typing import List, Optional, Tuple
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -37,6 +38,40 @@ broken_utf8 = st.tuples(
 )
 lines = st.one_of(octets, ascii_text, edge_text, broken_utf8.map(lambda parts: parts[0] + parts[1]))
 
+#: The grammar rule of each kind of line the server accepts (§3-§5), the
+#: account commands (§5.13-§5.16) included.
+RULES = {
+    **RULE_OF_EVENT,
+    Event.REGISTER: "register-command",
+    Event.LOGIN: "login-command",
+    Event.USERS: "users-command",
+    Event.DELETE: "delete-command",
+}
+
+#: Passwords near the edges of §3.3: 7, 8, 64 and 65 characters, a space, a
+#: control, DEL and non-ASCII; and any run of ASCII or edge characters.
+EDGE_PASSWORDS = [
+    b"x" * 7,
+    b"x" * 8,
+    b"~" * 64,
+    b"!" * 65,
+    b"pass word",
+    b"password\t",
+    b"passwor\x7f",
+    "pässword".encode(),
+]
+passwords = st.one_of(
+    st.sampled_from(EDGE_PASSWORDS),
+    st.text(ASCII, min_size=6, max_size=66).map(lambda text: text.encode("ascii")),
+    edge_text,
+)
+#: What may follow /register or /login: a nickname or not, a space or not, a password or not.
+account_arguments = st.tuples(
+    st.sampled_from([b"bob", b"/bob", b"#b", b"", b"a" * 30, b"a" * 31, "bö".encode()]),
+    st.sampled_from([b" ", b"", b"  "]),
+    passwords,
+).map(lambda parts: b"".join(parts))
+
 COMMAND_STARTS = [
     "/quit",
     "/QUIT",
@@ -48,8 +83,23 @@ COMMAND_STARTS = [
     "/nick ",
     "/",
     "//",
+    "/register",
+    "/register ",
+    "/REGISTER ",
+    "/login",
+    "/login ",
+    "/Login ",
+    "/users",
+    "/users ",
+    "/usersx",
+    "/delete",
+    "/delete ",
+    "/DELETE ",
 ]
-commands = st.tuples(st.sampled_from(COMMAND_STARTS), st.one_of(st.just(b""), ascii_text, edge_text))
+commands = st.tuples(
+    st.sampled_from(COMMAND_STARTS),
+    st.one_of(st.just(b""), ascii_text, edge_text, account_arguments, passwords),
+)
 
 
 def accepted(phase: Phase, line: bytes) -> Optional[Event]:
@@ -65,7 +115,7 @@ def check_agreement(phase: Phase, line: bytes) -> None:
     event = accepted(phase, line)
     assert valid(phase_rule(phase), line) is (event is not None), (phase, line)
     if event is not None:
-        assert matches(RULE_OF_EVENT[event], line), (event, line)
+        assert matches(RULES[event], line), (event, line)
 
 
 @AGREEMENT
@@ -107,17 +157,89 @@ def test_message_rule_agrees_with_check_message(line: bytes) -> None:
 @given(st.one_of(lines, commands.map(lambda parts: parts[0].encode() + parts[1])))
 @example(b"/quit")
 @example(b"/nickname bob")
+@example(b"/register bob s3cret-pw")
+@example(b"/register bob 1234567")
+@example(b"/login bob " + b"~" * 64)
+@example(b"/login bob " + b"~" * 65)
+@example(b"/login /bob s3cret-pw")
+@example(b"/login bob")
+@example(b"/users")
+@example(b"/users b*")
+@example(b"/delete s3cret-pw")
+@example(b"/delete s3cret pw")
+@example(b"/delete")
 def test_phase_rules_agree_with_parse_line(line: bytes) -> None:
-    """nickname-phase-line (§7.1) and chat-phase-line (§7.2, §7.3) accept what parse_line accepts."""
-    for phase in (Phase.NICKNAME, Phase.WAITING, Phase.CHATTING):
+    """The start rule of each phase (§7.1, §7.2, §7.3, §7.6) accepts what parse_line accepts there."""
+    for phase in (Phase.NICKNAME, Phase.WAITING, Phase.CHATTING, Phase.IN_ROOM):
         check_agreement(phase, line)
 
 
 @AGREEMENT
-@given(st.sampled_from(list(Notice)), st.one_of(st.just(b""), ascii_text, edge_text))
+@given(passwords)
+@example(b"x" * 8)
+@example(b"x" * 7)
+@example(b"x" * 64)
+@example(b"x" * 65)
+def test_password_rule_agrees_with_password_re(line: bytes) -> None:
+    """password (§3.3): 8-64 VCHAR, on both sides."""
+    assert bool(protocol.PASSWORD_RE.fullmatch(line.decode("latin-1"))) is matches("password", line)
+
+
+#: A stored-time (§5.14), and what its characters may be swapped for: the
+#: right kinds of character in the wrong places, a lower-case t or z, a space.
+STORED_TIME = "2026-12-01T10:02:03Z"
+TIME_EDGES = "0123456789-:TZtz /"
+
+
+def changed_time(changes: List[Tuple[int, str]], tail: str) -> str:
+    """Return STORED_TIME with the character at each index changed as given, and ``tail`` after it."""
+    swaps = dict(changes)
+    return "".join(swaps.get(index, char) for index, char in enumerate(STORED_TIME)) + tail
+
+
+times = st.builds(
+    changed_time,
+    st.lists(st.tuples(st.integers(0, len(STORED_TIME) - 1), st.sampled_from(TIME_EDGES)), max_size=2),
+    st.sampled_from(["", "0", "Z"]),
+)
+
+
+@AGREEMENT
+@given(times)
+@example(STORED_TIME)
+@example("2026-12-01t10:02:03Z")
+@example("2026-12-01T10:02:03z")
+@example("2026-12-01T10:02:03")
+@example("2026-12-01 10:02:03Z")
+@example("226-12-01T10:02:03Z")
+def test_stored_time_rule_agrees_with_the_code(time: str) -> None:
+    """stored-time (§5.14): RFC 3339 in UTC to the second, T and Z upper case, on both sides."""
+    assert bool(re.fullmatch(protocol.stored_time, time)) is matches("stored-time", time.encode("ascii"))
+
+
+#: What may follow #stored_from_: a nickname or not, then a time or not, then a text or not.
+stored_from_tails = st.tuples(
+    st.sampled_from([b"bob", b"", b"/b"]),
+    st.sampled_from([b" ", b""]),
+    times.map(lambda time: time.encode("ascii")),
+    st.one_of(st.just(b""), edge_text.map(lambda text: b" " + text)),
+).map(lambda parts: b"".join(parts))
+
+
+@AGREEMENT
+@given(st.sampled_from(list(Notice)), st.one_of(st.just(b""), ascii_text, edge_text, stored_from_tails))
 @example(Notice.MATCHED_TO, b"bob")
 @example(Notice.WAIT, b"")
 @example(Notice.WAIT, b"x")
+@example(Notice.STORED_FROM, b"bob 2026-12-01T10:02:03Z hi")
+@example(Notice.STORED_FROM, b"bob 2026-12-01T10:02:03Z #hi /x")
+@example(Notice.STORED_FROM, b"bob 2026-12-01t10:02:03Z hi")
+@example(Notice.STORED_FROM, b"bob 2026-12-01T10:02:03Z")
+@example(Notice.STORED_FROM, b"bob hi")
+@example(Notice.ACCOUNTS, b"0")
+@example(Notice.ACCOUNTS, b"2 alice bob")
+@example(Notice.ACCOUNTS, b"2 alice  bob")
+@example(Notice.TLS_REQUIRED, b"")
 def test_notice_rule_agrees_with_parse_notice(name: Notice, tail: bytes) -> None:
     """notice (§6): the client's parse_notice accepts exactly the grammar's notices."""
     line = name.value.encode("ascii") + tail

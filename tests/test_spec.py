@@ -41,6 +41,10 @@ IMPLEMENTED_BY_SHAPE = {
     "rooms-command": "parse_command splits at the first SP, as for /who (§5.9)",
     "join-command": "parse_command splits at the first SP (§5.10)",
     "nickname-command": "parse_command splits at the first SP (§5.2)",
+    "register-command": "parse_account_command splits at the first SP after the verb's (§5.13)",
+    "login-command": "parse_account_command splits at the first SP after the verb's (§5.14)",
+    "users-command": "parse_command splits at the first SP, as for /who (§5.15)",
+    "delete-command": "parse_command splits at the first SP; the server checks the password (§5.16)",
     "UTF8-2": "the strict UTF-8 decoder (§2.4)",
     "UTF8-3": "the strict UTF-8 decoder (§2.4)",
     "UTF8-4": "the strict UTF-8 decoder (§2.4)",
@@ -160,13 +164,8 @@ def test_every_notice_is_a_grammar_rule_and_an_alternative_of_notice() -> None:
         argument, text = example_argument(name, "bob"), example_text(name, b"#hi /x")
         line = protocol.notice(name, argument, text)[:-1]
         assert valid(rule, line) and valid("server-line", line), line
-        wrong = (
-            line + b"\x01"
-            if text
-            else line + b" x"
-            if argument and name not in (Notice.ONLINE, Notice.ROOMS, Notice.MEMBERS)
-            else line.upper()
-        )
+        listed = name in protocol.NOTICE_TAILS and protocol.NOTICE_TAILS[name].listed
+        wrong = line + b"\x01" if text else line + b" x" if argument and not listed else line.upper()
         assert not matches(rule, wrong), line
 
 
@@ -181,12 +180,18 @@ def example_argument(name: Notice, nickname: str) -> str:
     return nickname if name in protocol.NOTICES_WITH_ARGUMENT else ""
 
 
+#: A stored-time (§5.14), for the notices that carry one.
+STORED_TIME = b"2026-12-01T10:02:03Z"
+
+
 def example_text(name: Notice, text: bytes) -> bytes:
-    """Return what may follow ``name``'s argument: ``text``, a new nickname, or nothing."""
+    """Return what may follow ``name``'s argument: ``text``, a new nickname, a time and a text, or nothing."""
     if name is Notice.RENAMED:
         return b"robert"
     if name is Notice.IN:
         return b"hi " + text  # a message may not start with "#" (§4)
+    if name is Notice.STORED_FROM:
+        return STORED_TIME + b" " + text
     return text if name in protocol.NOTICES_WITH_TEXT else b""
 
 
@@ -232,9 +237,8 @@ def test_each_notice_matches_its_own_rule_and_no_other(name: Notice) -> None:
 # -- §11: the examples ---------------------------------------------------------
 
 SESSIONS = examples.sessions()
-REFUSALS = tuple(
-    name.value.encode() for name in (Notice.INVALID_NICKNAME, Notice.INVALID_MESSAGE, Notice.INVALID_COMMAND)
-)
+#: The replies that make a client's line a refused one in §11: every ``#invalid_`` notice.
+REFUSALS = tuple(name.value.encode() for name in Notice if name.value.startswith("#invalid_"))
 
 
 def reply_to(rows: List[examples.Row], index: int) -> Optional[bytes]:
@@ -250,15 +254,17 @@ def check_client_row(rows: List[examples.Row], index: int, phase: Phase) -> None
     """A client row matches its phase's rule unless the server refuses it; the code agrees (§11)."""
     line = rows[index].line
     assert line is not None
-    refused = (reply_to(rows, index) or b"").startswith(REFUSALS)
-    rule = phase_rule(phase)
-    assert valid(rule, line) is not refused, f"{line[:40]!r} under {rule}"
+    reply = reply_to(rows, index)
     try:
         parse_line(phase, line if matches("line-octets", line) else TOO_LONG)
-    except ProtocolError as error:
-        assert refused and error.notice.encode() == reply_to(rows, index)
+    except ProtocolError as error:  # an #invalid_ reply, or #login_failed for a malformed line
+        assert error.notice.encode() == reply
+        refused = True
     else:
-        assert not refused
+        assert not (reply or b"").startswith(REFUSALS)
+        refused = False
+    rule = phase_rule(phase)
+    assert valid(rule, line) is not refused, f"{line[:40]!r} under {rule}"
 
 
 def check_session(rows: List[examples.Row]) -> int:
@@ -286,10 +292,29 @@ def check_session(rows: List[examples.Row]) -> int:
 
 
 def test_the_spec_has_an_example_for_each_phase() -> None:
-    """§11 holds example sessions for the nickname, waiting and chatting phases."""
+    """§11 holds example sessions for the nickname, waiting and chatting phases, rooms and accounts."""
     titles = " ".join(session.title for session in SESSIONS)
-    for phase in ("Nickname phase", "Waiting phase", "Chatting phase"):
+    for phase in ("Nickname phase", "Waiting phase", "Chatting phase", "Rooms:", "Accounts:"):
         assert phase in titles
+
+
+def test_a_time_in_an_example_stands_for_any_stored_time() -> None:
+    """A server row's ``<time>`` matches any stored-time, and nothing else; the grammar sees one (§11)."""
+    row = examples.parse_row("S3: #stored_from_bob <time> at <time>?")
+    assert row is not None and row.pattern is not None
+    assert valid("server-line", row.line or b"")
+    assert row.pattern.fullmatch(b"#stored_from_bob 1999-01-02T03:04:05Z at <time>?") is None
+    assert row.pattern.fullmatch(b"#stored_from_bob 1999-01-02T03:04:05Z at 2026-12-01T10:02:03Z?")
+    for time in (
+        b"1999-01-02t03:04:05Z",
+        b"1999-01-02T03:04:05",
+        b"1999-1-02T03:04:05Z",
+        b"1999-01-02 03:04:05Z",
+    ):
+        assert row.pattern.fullmatch(b"#stored_from_bob " + time + b" at " + STORED_TIME + b"?") is None
+        assert not matches("stored-time", time)
+    with pytest.raises(AssertionError):
+        examples.parse_row("C1: /msg bob <time>")  # a client's line is always known
 
 
 @pytest.mark.parametrize("session", SESSIONS, ids=[session.title for session in SESSIONS])
@@ -333,6 +358,9 @@ class Replay:
             self.server.server_close()  # §10: what Ctrl-C does
         if row.event == "<close>":
             peer.expect_closed(self.timeout)
+        elif row.pattern is not None:  # a row with a <time>
+            line = peer.read_line(self.timeout)
+            assert row.pattern.fullmatch(line), "expected %r, got %r" % (row.pattern.pattern, line)
         else:
             assert row.line is not None
             peer.expect(row.line, timeout=self.timeout)
@@ -378,6 +406,32 @@ def test_the_command_table_is_what_the_code_and_grammar_do(row: List[str]) -> No
             parse_line(phase, line)
         assert f"`{refusal.value.notice.value}`" == reply.strip()
         assert not valid(phase_rule(phase), line)
+
+
+# -- Sections: what the code and the grammar cite is there --------------------------
+
+
+def headings() -> List[str]:
+    """Return the number of every section of protocol.md, as "§9.10", in order."""
+    text = grammar.PROSE_PATH.read_text(encoding="utf-8")
+    return re.findall(r"^#{2,3} (§\d+(?:\.\d+)?) ", text, flags=re.M)
+
+
+def test_every_section_cited_by_the_code_and_the_grammar_exists() -> None:
+    """Each §N.M that protocol.py cites, and each "sec N.M" of the grammar, is a heading of protocol.md."""
+    cited = set(re.findall(r"§(\d+(?:\.\d+)?)", PROTOCOL_SOURCE))
+    for note in re.findall(r"sec ([\d., ]+)", grammar.GRAMMAR_PATH.read_text(encoding="ascii")):
+        cited |= set(re.findall(r"\d+(?:\.\d+)?", note))
+    assert {"2.5", "3.3", "5.13", "5.16", "7.7", "9.10"} <= cited
+    assert {"§" + number for number in cited} - set(headings()) == set()
+
+
+def test_the_limits_table_has_a_row_for_each_section_of_limits() -> None:
+    """§9's table names each of §9.1 to §9.12 once, in order, and each has a section of its own."""
+    text = grammar.PROSE_PATH.read_text(encoding="utf-8").split("## §9 ", 1)[1].split("## §10 ", 1)[0]
+    rows = re.findall(r"^\| (§9\.\d+) \|", text, flags=re.M)
+    assert rows == [section for section in headings() if section.startswith("§9.")]
+    assert rows == ["§9.%d" % number for number in range(1, 13)]
 
 
 # -- §7.5: the state table -------------------------------------------------------
