@@ -12,15 +12,24 @@ same partner, and a /who list out of order or miscounted.  :data:`ROOM_BUGS`
 are those of rooms (:mod:`mechat.conform.rooms`): a room's line echoed to
 its sender, or sent on to a member who left or moved to another room, a
 /join that leaves the partner chatting, #members_ miscounted, and room
-names compared case and all.
+names compared case and all.  :data:`ACCOUNT_BUGS` are those of accounts
+(:mod:`mechat.conform.accounts`): a password compared in lower case, an
+account deleted with SQL's LIKE, a mailbox read newest first, and a
+guest let take an account's name.  Two more, a store kept in memory
+though the server was given a file, and messages kept in memory beside
+accounts kept in it, need a server process that the kit can kill: run
+this module, ``python -m tests.buggy_servers --port P --db FILE
+--forget`` (or ``--forget-mail``), as the kit's ``--server-command``.
 """
 
+import argparse
 import collections
 import contextlib
 import threading
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from mechat import protocol
+from mechat.accounts import MEMORY, AccountStore
 from mechat.matchmaker import SESSION_OVER, Chatter, Matchmaker, Step
 from mechat.names import matching
 from mechat.protocol import LF, SP, Event, Line, Notice, Phase
@@ -287,6 +296,71 @@ class CaseSensitiveRooms(Rooms):
         return room if room is not None and room.name == name else None
 
 
+# -- Accounts (§3.1, §5.13-§5.16, §7.7) ---------------------------------------------
+
+
+class LowerCasePasswords(AccountStore):
+    """Bug: a password is kept and checked in lower case, as if it were a name (§3.3)."""
+
+    def register(self, name: str, password: str) -> bool:
+        """Make the account with the password folded to lower case."""
+        return super().register(name, password.lower())
+
+    def check_password(self, name: str, password: str) -> bool:
+        """Check the password folded to lower case: 'Secret' opens 'sECRET' too."""
+        return super().check_password(name, password.lower())
+
+
+class LikeDeletingStore(AccountStore):
+    """Bug: an account is deleted with SQL's LIKE, blind to case, so its '%' and '_' match others (§5.16)."""
+
+    def delete(self, name: str) -> bool:
+        """Delete every account whose name LIKE ``name`` matches."""
+        with self._transaction() as db:
+            deleted = db.execute("DELETE FROM accounts WHERE name LIKE ?", (name,)).rowcount
+        return bool(deleted)
+
+
+class NewestFirstHandler(ChatHandler):
+    """Bug: the mailbox is read as a stack, newest first, as list.pop() would hand it out (§7.7)."""
+
+    def read_mailbox(self, name: str) -> List[Tuple[int, bytes]]:
+        """Return the stored lines newest first, each under the id of the message in its place."""
+        mailbox = super().read_mailbox(name)
+        return list(zip([message_id for message_id, _ in mailbox], [line for _, line in reversed(mailbox)]))
+
+
+class GuestTakesAccountMatchmaker(Matchmaker):
+    """Bug: a guest's nickname is compared with the connected clients only, not with the accounts (§3.1)."""
+
+    def _taken(self, name: str, chatter: Chatter) -> bool:
+        """Tell whether another connected client holds ``name``, forgetting the accounts that are away."""
+        return self._named.holder(name) not in (None, chatter) or self._reserved.holder(name) is not None
+
+
+class ForgetfulStore(AccountStore):
+    """Bug: the store is kept in memory whatever file it is given, so a restart loses every message (§7.7)."""
+
+    def __init__(self, path: Any = MEMORY, *args: Any, **kwargs: Any) -> None:
+        super().__init__(MEMORY, *args, **kwargs)
+
+
+class MailInMemoryStore(AccountStore):
+    """Bug: the accounts are kept in the file, the messages in a TEMP table, which lives in memory (§7.7).
+
+    SQLite looks an unqualified name up in ``temp`` first, so every query
+    of the store finds this table instead of the file's.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        with self._transaction() as db:
+            db.execute(
+                "CREATE TEMP TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, recipient INTEGER"
+                " NOT NULL, sender TEXT NOT NULL, sent_at TEXT NOT NULL, text BLOB NOT NULL)"
+            )
+
+
 class Bug(NamedTuple):
     """One planted bug: the classes that carry it, and the line limit it needs."""
 
@@ -294,6 +368,7 @@ class Bug(NamedTuple):
     matchmaker: type = Matchmaker
     max_line: int = protocol.MAX_LINE_OCTETS
     rooms: type = Rooms
+    store: Optional[Callable[[], AccountStore]] = None  # None: the server's own store, in memory
 
 
 BUGS = {
@@ -325,14 +400,26 @@ ROOM_BUGS = {
 }
 
 
+#: The planted bugs of accounts (:mod:`mechat.conform.accounts`), kept apart as ROOM_BUGS are.
+ACCOUNT_BUGS = {
+    "password accepted in another case": Bug(store=LowerCasePasswords),
+    "/delete deletes every account its name matches with LIKE": Bug(store=LikeDeletingStore),
+    "stored messages delivered newest first": Bug(handler=NewestFirstHandler),
+    "an account's name taken by a guest": Bug(matchmaker=GuestTakesAccountMatchmaker),
+}
+
+
 class BuggyServer(ChatServer):
-    """A ChatServer whose handler and matchmaker carry a planted bug."""
+    """A ChatServer whose handler, matchmaker or store carries a planted bug."""
 
     def __init__(self, bug: Bug) -> None:
         limits = Limits(max_rate=0, max_line=bug.max_line)
-        super().__init__(("127.0.0.1", 0), limits, bug.handler)
+        store = bug.store() if bug.store is not None else None
+        super().__init__(("127.0.0.1", 0), limits, bug.handler, store=store)
+        self.owns_store = True  # the bug's store too is closed with the server
         rooms = bug.rooms(limits.max_rooms, limits.max_members)
         self.matchmaker = bug.matchmaker(limits.max_clients, rooms)  # no client has connected yet
+        self.matchmaker.know_accounts(self.store.names())
 
 
 @contextlib.contextmanager
@@ -347,3 +434,26 @@ def running(bug: Bug) -> Iterator[ChatServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def serve(argv: Optional[List[str]] = None) -> None:
+    """Serve mechat on 127.0.0.1 until killed, with its store in ``--db``, maybe with a bug planted in it.
+
+    For the kit's ``--server-command``, which kills the process with SIGKILL
+    and runs it again: ``--forget`` plants :class:`ForgetfulStore`, and
+    ``--forget-mail`` :class:`MailInMemoryStore`.
+    """
+    parser = argparse.ArgumentParser(prog="python -m tests.buggy_servers")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--db", required=True)
+    bugs = parser.add_mutually_exclusive_group()
+    bugs.add_argument("--forget", action="store_true", help="plant a bug: keep the whole store in memory")
+    bugs.add_argument("--forget-mail", action="store_true", help="plant a bug: keep the messages in memory")
+    args = parser.parse_args(argv)
+    kind = ForgetfulStore if args.forget else MailInMemoryStore if args.forget_mail else AccountStore
+    store = kind(args.db)
+    ChatServer(("127.0.0.1", args.port), Limits(max_rate=0), store=store).serve_forever(poll_interval=0.05)
+
+
+if __name__ == "__main__":
+    serve()

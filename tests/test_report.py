@@ -234,6 +234,6 @@ def test_bad_options_are_one_line_errors_with_exit_2(tmp_path: Path) -> None:
     feature = run_command("--list", "--features", "core,telepathy")
     assert feature.stderr.splitlines()[-1] == (
         "mechat conform: error: unknown feature 'telepathy';"
-        " the features are core, directory, rooms, room-limits"
+        " the features are core, directory, rooms, room-limits, accounts"
     )
     assert "Traceback" not in unknown.stderr + missing.stderr + feature.stderr + unwritable.stderr

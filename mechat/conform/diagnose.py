@@ -196,6 +196,10 @@ PROTOCOL_2_COMMANDS = {
     b"/join": "§5.10",
     b"/members": "§5.11",
     b"/leave": "§5.12",
+    b"/register": "§5.13",
+    b"/login": "§5.14",
+    b"/users": "§5.15",
+    b"/delete": "§5.16",
 }
 
 
