@@ -39,7 +39,7 @@ extensions = [
 nitpicky = True
 nitpick_ignore_regex = [
     # The standard library is documented at docs.python.org; the build stays offline.
-    (r"py:.*", r"(argparse|collections|enum|fnmatch|io|queue|re|select|selectors|socket|ssl|threading|types|typing|xml)(\..*)?"),
+    (r"py:.*", r"(argparse|collections|datetime|enum|fnmatch|io|os|queue|re|select|selectors|socket|sqlite3|ssl|threading|types|typing|xml)(\..*)?"),
     (r"py:.*", r"socketserver(\..*)?"),
     (r"py:.*", r"(Line|TextIO|FrameType|StartServer)"),
     # mechat.drain names Connection only for the type checker (an import cycle otherwise),

@@ -27,20 +27,33 @@ one :mod:`selectors` loop over non-blocking sockets.  One thread keeps the
 tester honest about itself: it can use at most one CPU, and it measures how
 much of one CPU it used.  When that is nearly all of it, the numbers describe
 the tester and not the server, and the report says so.
+
+With ``--tls`` each client shakes hands as it connects, blocking, within
+the run's timeout, one client after another, so the match time includes
+every handshake.  Then its socket joins the loop like any other, and a
+:class:`~mechat.tls.TLSChannel` stands between the client's lines and the
+socket: the lines a client queues are encrypted when the loop writes,
+into one buffer of ciphertext that ``send()`` takes what it can of, and
+what ``recv()`` brings is decrypted before it is cut into lines.  One
+thread does all of it, so the channel's lock is never contended.
 """
 
 import argparse
 import errno
 import selectors
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set
 
-from mechat import numbered, protocol, tuning
+from mechat import numbered, protocol, tls, tuning
 
 #: Bytes asked of each recv(); a flood brings many lines per call.
 RECV_SIZE = 65536
+
+#: What the handshake leaves to read when, as from mechat, no line came with it.
+NOTHING_YET = tls.Decrypted(b"", ended=False, reply_pending=False)
 
 #: Clients that may be connected but not yet answered at once, so that a
 #: burst of 10,000 connections does not overflow the server's accept queue.
@@ -145,8 +158,10 @@ class Client:
         self.number = number
         self.nickname = "u%d" % number
         self.sock = sock
+        self.channel: Optional[tls.TLSChannel] = None  # TLS between lines and socket, once shaken hands
         self.incoming = protocol.LineCutter()  # lines exactly as the server sent them
-        self.unsent = bytearray()  # bytes the socket has not taken yet
+        self.unencrypted = bytearray()  # TLS: lines queued, encrypted by the next write()
+        self.unsent = bytearray()  # bytes the socket has not taken yet (ciphertext under TLS)
         self.partner: Optional[Client] = None
         self.leads = False  # the lower number of a pair: pings, and quits
         self.sent = 0  # data lines queued to send
@@ -161,16 +176,33 @@ class Client:
 
     def queue(self, data: bytes) -> None:
         """Append bytes to send; the loop writes them when the socket takes them."""
-        self.unsent += data
+        if self.channel is None:
+            self.unsent += data
+        else:
+            self.unencrypted += data
 
     def write(self) -> None:
-        """Send as much of the unsent bytes as the socket takes now."""
+        """Send as much of the unsent bytes as the socket takes now, encrypting what was queued first."""
+        if self.channel is not None:  # even with nothing queued: reading may have left TLS bytes to send
+            self.unsent += self.channel.encrypt(self.unencrypted)
+            del self.unencrypted[:]
         if self.unsent:
             try:
                 sent = self.sock.send(self.unsent)
             except BlockingIOError:
                 return  # the kernel's buffer is full; the loop waits for EVENT_WRITE
             del self.unsent[:sent]
+
+    def receive(self) -> tls.Decrypted:
+        """Return what the socket holds, decrypted under TLS; raise ConnectionResetError on a reset.
+
+        A recv() that brings only part of a TLS record gives no plaintext
+        yet, which is not the end of the stream: hence ``ended``.
+        """
+        data = self.sock.recv(RECV_SIZE)
+        if self.channel is None:
+            return tls.Decrypted(data, ended=not data, reply_pending=False)
+        return self.channel.decrypt(data)
 
 
 # -- The run ---------------------------------------------------------------------
@@ -179,9 +211,12 @@ class Client:
 class LoadRun:
     """Drive ``2 * pairs`` clients through matching, traffic and quitting."""
 
-    def __init__(self, host: str, port: int, options: argparse.Namespace) -> None:
+    def __init__(
+        self, host: str, port: int, options: argparse.Namespace, context: Optional[ssl.SSLContext] = None
+    ) -> None:
         self.address = (host, port)
         self.options = options
+        self.context = context  # every client speaks TLS with it; None for plain TCP
         self.report = Report(options.mode, options.pairs, options.messages, options.size)
         self.verdict = self.report.verdict
         self.selector = selectors.DefaultSelector()
@@ -202,8 +237,8 @@ class LoadRun:
             self.exchange()
             self.quit_all()
         except (OSError, TimeoutError) as error:
-            if isinstance(error, ConnectionRefusedError) and not self.clients:
-                raise  # nothing listens there: the command line says so in one line
+            if isinstance(error, (ConnectionRefusedError, tls.TLSError)) and not self.clients:
+                raise  # nothing listens there, or no TLS: the command line says so in one line
             self.report.error = "%s: %s" % (type(error).__name__, error)
         finally:
             self.close_all()
@@ -224,17 +259,33 @@ class LoadRun:
         self.report.matched = True
 
     def connect(self, number: int) -> None:
-        """Open one client connection and send its nickname."""
+        """Open one client connection, over TLS if asked, and send its nickname."""
         sock = socket.create_connection(self.address, timeout=max(0.1, self.deadline - time.monotonic()))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setblocking(False)
         client = Client(number, sock)
+        early = self.shake_hands(client) if self.context is not None else NOTHING_YET
+        sock.setblocking(False)
         self.clients.append(client)
         self.by_nickname[client.nickname] = client
         self.selector.register(sock, selectors.EVENT_READ, client)
         client.queue(client.nickname.encode("ascii") + protocol.LF)
         self.write(client)
         self.unanswered += 1
+        self.take(client, early)
+
+    def shake_hands(self, client: Client) -> tls.Decrypted:
+        """Do a client's TLS handshake by the run's deadline; return what came with its end.
+
+        Raise mechat.tls.TLSError, whose message is one line, if it fails;
+        the socket is closed then.
+        """
+        assert self.context is not None
+        client.channel = tls.TLSChannel(self.context, server_side=False, server_hostname=self.address[0])
+        try:
+            return client.channel.handshake(client.sock, self.deadline)
+        except OSError:
+            client.sock.close()
+            raise
 
     def on_notice(self, client: Client, line: bytes) -> None:
         """Handle a server notice: #wait and #matched_to_ while matching, #user_quit at the end."""
@@ -389,17 +440,22 @@ class LoadRun:
     def read(self, client: Client) -> None:
         """Receive what a client's socket holds and handle each line."""
         try:
-            data = client.sock.recv(RECV_SIZE)
+            received = client.receive()
         except ConnectionResetError:
-            data = b""
-        if not data:
-            self.on_close(client)
-            return
-        for line in client.incoming.cut(data):
+            received = tls.Decrypted(b"", ended=True, reply_pending=False)
+        self.take(client, received)
+
+    def take(self, client: Client, received: tls.Decrypted) -> None:
+        """Handle each line that arrived, then the end of the stream if it came too."""
+        for line in client.incoming.cut(received.plaintext):
             if line.startswith(protocol.NOTICE_PREFIX):
                 self.on_notice(client, line)
             else:
                 self.on_data(client, line)
+        if received.ended:
+            self.on_close(client)
+        elif received.reply_pending:  # TLS owes the server an answer (a KeyUpdate's): the next write sends it
+            self.writers.add(client)
 
     def write_all(self) -> None:
         """Write what every client queued while the last batch of reads was handled.
@@ -490,12 +546,18 @@ def measurements(report: Report) -> List[str]:
     return out
 
 
-def run(host: str, port: int, options: argparse.Namespace) -> Report:
-    """Run one load test against ``host:port`` and return its report."""
+def run(
+    host: str, port: int, options: argparse.Namespace, context: Optional[ssl.SSLContext] = None
+) -> Report:
+    """Run one load test against ``host:port``, over TLS if given a context, and return its report.
+
+    Raise ConnectionRefusedError if nothing listens there, and
+    mechat.tls.TLSError if the first client cannot set up TLS.
+    """
     if options.size < MIN_SIZE or options.size > protocol.MAX_LINE_OCTETS:
         raise ValueError("--size must be %d to %d octets" % (MIN_SIZE, protocol.MAX_LINE_OCTETS))
     warning = tuning.raise_file_limit(2 * options.pairs)
-    report = LoadRun(host, port, options).run()
+    report = LoadRun(host, port, options, context).run()
     if warning and report.error:
         report.error += " (" + warning + ")"
     return report

@@ -9,11 +9,20 @@ sent, which is the evidence :mod:`mechat.conform.diagnose` needs to say
 
 A :class:`Session` holds the clients of one check, names them in the
 report, and hangs them all up at the end.
+
+TLS.  Given an :class:`ssl.SSLContext` (``mechat conform --tls``), the
+session shakes hands on each connection before it hands it to a check,
+and the check's lines go through a :class:`~mechat.tls.TLSClientSocket`:
+the checks do not know.  What is asked of TCP itself (a timeout on each
+read, TCP_NODELAY, a hang-up, a reset) goes to the socket underneath,
+which is why a client keeps both.  The kit sends no close_notify: it ends
+a connection as a client that vanishes does, and the server must cope.
 """
 
 import collections
 import contextlib
 import socket
+import ssl
 import time
 from typing import Deque, List, NamedTuple, Optional, Set, Tuple, Union
 
@@ -21,6 +30,7 @@ from mechat.conform import diagnose
 from mechat.conform.diagnose import CLOSED, RESET, WAIT, Outcome
 from mechat.connection import abort
 from mechat.protocol import LF, LineCutter, Notice
+from mechat.tls import TLSClientSocket, wrap_client_socket
 
 RECV_SIZE = 65536
 
@@ -28,6 +38,9 @@ RECV_SIZE = 65536
 MAX_PENDING_READS = 16
 Address = Tuple[str, int]
 Reply = Union[bytes, Outcome]
+
+#: What a client's lines go through: the TCP socket, or TLS over it.
+Stream = Union[socket.socket, TLSClientSocket]
 
 MATCHED_TO = Notice.MATCHED_TO.value.encode("ascii")
 show = diagnose.show
@@ -60,8 +73,11 @@ class Client:
     def __init__(self, session: "Session", name: str) -> None:
         self.session = session
         self.name = name
-        self.sock = socket.create_connection(session.address, timeout=session.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        #: The TCP connection: reads time out, options are set and resets are made here.
+        self.tcp = socket.create_connection(session.address, timeout=session.timeout)
+        self.tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        #: What lines are sent and received through: ``tcp`` itself, or TLS over it.
+        self.sock: Stream = session.secure(self.tcp)
         self.incoming = LineCutter()  # what the server sent, cut exactly as sent
         self.unread: Deque[bytes] = collections.deque()  # whole lines received, not yet read
         self.ended: Optional[Outcome] = None  # how the connection ended, once it has
@@ -119,7 +135,7 @@ class Client:
 
     def receive(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for bytes, note a close or a reset; tell whether anything came."""
-        self.sock.settimeout(timeout)
+        self.tcp.settimeout(timeout)
         try:
             data = self.sock.recv(RECV_SIZE)
         except (socket.timeout, BlockingIOError):  # nothing within the timeout, or nothing yet
@@ -182,18 +198,18 @@ class Client:
         """Close the connection normally: the server sees end of file (§8)."""
         self.note("<closes the connection>")
         self.ended = CLOSED
-        self.sock.close()
+        self.tcp.close()
 
     def reset(self) -> None:
         """Abort the connection with a TCP reset (SO_LINGER 0), not a FIN (§8)."""
         self.note("<resets the connection>")
         self.ended = RESET
-        abort(self.sock)
+        abort(self.tcp)
 
     def hang_up(self) -> None:
         """Send end of file but keep reading, so we can see the server close."""
         with contextlib.suppress(OSError):  # already closed or reset
-            self.sock.shutdown(socket.SHUT_WR)
+            self.tcp.shutdown(socket.SHUT_WR)
 
     def wait_closed(self, deadline: float) -> None:
         """Discard what arrives until the server closes or ``deadline`` passes, then close."""
@@ -202,7 +218,7 @@ class Client:
             self.incoming = LineCutter()
             self.acknowledge_at_once()
             self.receive(deadline - time.monotonic())
-        self.sock.close()
+        self.tcp.close()
 
     def acknowledge_at_once(self) -> None:
         """Ask Linux to acknowledge what arrives next without its usual delay of up to 40 ms.
@@ -215,15 +231,22 @@ class Client:
         """
         if hasattr(socket, "TCP_QUICKACK"):
             with contextlib.suppress(OSError):
-                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+                self.tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
 class Session:
     """The clients of one check: it makes them, names them, and cleans them up."""
 
-    def __init__(self, address: Address, timeout: float, nicknames_work: bool = False) -> None:
+    def __init__(
+        self,
+        address: Address,
+        timeout: float,
+        nicknames_work: bool = False,
+        tls: Optional[ssl.SSLContext] = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
+        self.tls = tls  # every connection speaks TLS with this context; None for plain TCP
         self.clients: List[Client] = []
         self.last_sent = "nothing yet"
         self.last_write = b""  # the last bytes any client of the session sent
@@ -234,6 +257,20 @@ class Session:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def secure(self, tcp: socket.socket) -> Stream:
+        """Return ``tcp`` itself for plain TCP, or TLS over it after a handshake within the timeout.
+
+        Raise mechat.tls.TLSError, an OSError with a one-line message, if
+        the handshake fails; ``tcp`` is closed then.
+        """
+        if self.tls is None:
+            return tcp
+        try:
+            return wrap_client_socket(tcp, self.tls, self.address[0], time.monotonic() + self.timeout)
+        except OSError:
+            tcp.close()
+            raise
 
     def connect(self, name: str) -> Client:
         """Open a connection; ``name`` is its nickname in the report."""

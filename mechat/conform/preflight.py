@@ -19,6 +19,7 @@ must arrive as two (§2.1), since the kit, like any client, often sends a
 line and the next one at once.
 """
 
+import ssl
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from mechat.conform.clients import MATCHED_TO, Address, Exchange, Failure, Session, show
@@ -59,14 +60,17 @@ class Preflight(NamedTuple):
         )
 
 
-def run(address: Address, timeout: float, up_to: Stage = Stage.RELAY) -> Preflight:
+def run(
+    address: Address, timeout: float, up_to: Stage = Stage.RELAY, tls: Optional[ssl.SSLContext] = None
+) -> Preflight:
     """Walk through the steps in order, as far as ``up_to``, and stop at the first that fails.
 
     A failed hang-up is the exception: the steps after it do not need it,
     and they may show a mistake the student should hear about first (a
     missing LF), so they are tried too, with no waiting for closes.
+    Every connection speaks TLS with ``tls``, if given.
     """
-    session = Session(address, timeout)
+    session = Session(address, timeout, tls=tls)
     flight = Preflight(Stage.NOTHING)
     try:
         for stage, words, step in STEPS:

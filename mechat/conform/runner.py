@@ -8,20 +8,31 @@ its FAIL: a check that cannot reach a verdict on this server
 (:class:`CannotCheck`), or that finds the kit out of file descriptors, is
 skipped, and the report says why.  The verdicts stream out as they come,
 so a student watching a slow run sees where it is.
+
+Over TLS (``--tls``) every session shakes hands on every connection with
+one :class:`ssl.SSLContext`.  Two mistakes would otherwise cost a whole
+run of identical FAILs, so they end the run at once, each in one line:
+TLS that cannot be set up (the first connection tries it, in
+:func:`unreachable`), and a TLS server graded without ``--tls``, which
+answers the preflight's first nickname with ``#tls_required`` (§2.5,
+:func:`wants_tls`).
 """
 
 import contextlib
 import enum
 import errno
 import socket
+import ssl
 import time
 from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from mechat.conform import preflight
-from mechat.conform.clients import MATCHED_TO, Address, Exchange, Failure, Session
+from mechat.conform.clients import MATCHED_TO, Address, Exchange, Failure, Session, show
 from mechat.conform.diagnose import WAIT
 from mechat.conform.preflight import Preflight
 from mechat.conform.registry import CHECKS, Check, Stage, deepest_need, section_key
+from mechat.protocol import Notice
+from mechat.tls import HandshakeTimeout, NotTLS, TLSError
 
 #: Seconds any one expected line may take to arrive (``--timeout``).
 DEFAULT_TIMEOUT = 5.0
@@ -68,14 +79,20 @@ KIT_OUT_OF_FILES = {
 }
 
 
-def run_check(check: Check, address: Address, timeout: float, nicknames_work: bool = False) -> Result:
-    """Run one check in a fresh session; a server error is a FAIL, not a crash.
+def run_check(
+    check: Check,
+    address: Address,
+    timeout: float,
+    nicknames_work: bool = False,
+    tls: Optional[ssl.SSLContext] = None,
+) -> Result:
+    """Run one check in a fresh session, over TLS if given a context; a server error is a FAIL, not a crash.
 
     ``nicknames_work`` says that the preflight saw a plain nickname accepted,
     which rules out some diagnoses.
     """
     started = time.monotonic()
-    status, exchange, reason = verdict(check, Session(address, timeout, nicknames_work))
+    status, exchange, reason = verdict(check, Session(address, timeout, nicknames_work, tls))
     return Result(check, status, exchange, reason, time.monotonic() - started)
 
 
@@ -103,7 +120,7 @@ def out_of_files(error: OSError, advice: str) -> str:
     )
 
 
-def pair_off_leftovers(address: Address, timeout: float) -> None:
+def pair_off_leftovers(address: Address, timeout: float, tls: Optional[ssl.SSLContext] = None) -> None:
     """Empty the waiting queue that an earlier check may have left behind (§7.1).
 
     A sweeper joins.  If it is matched, it met a leftover, and closing it
@@ -112,7 +129,7 @@ def pair_off_leftovers(address: Address, timeout: float) -> None:
     Whatever else happens is the next check's to report.
     """
     for _ in range(MAX_LEFTOVERS):
-        with contextlib.suppress(OSError, Failure), Session(address, timeout) as session:
+        with contextlib.suppress(OSError, Failure), Session(address, timeout, tls=tls) as session:
             sweeper = session.connect("sweeper")
             sweeper.send(b"conform-sweeper")
             reply = sweeper.read_line()
@@ -135,24 +152,49 @@ def run_all(
     timeout: float,
     checks: Optional[List[Check]] = None,
     flight: Optional[Preflight] = None,
+    tls: Optional[ssl.SSLContext] = None,
 ) -> Iterator[Result]:
-    """Run the checks (all by default) in spec order after the preflight, yielding each verdict."""
+    """Run the checks (all by default) in spec order after the preflight, over TLS if given a context."""
     chosen = sorted(CHECKS if checks is None else checks, key=lambda check: section_key(check.section))
     if flight is None:
-        flight = preflight.run(address, timeout, deepest_need(chosen))
+        flight = preflight.run(address, timeout, deepest_need(chosen), tls)
     for check in chosen:
         if flight.blocks(check):
             yield skipped(check, flight)
             continue
         if flight.reached >= Stage.PAIR:  # sweeping needs a server that says #wait and pairs
-            pair_off_leftovers(address, timeout)
-        yield run_check(check, address, timeout, flight.reached >= Stage.WAIT)
+            pair_off_leftovers(address, timeout, tls)
+        yield run_check(check, address, timeout, flight.reached >= Stage.WAIT, tls)
 
 
-def unreachable(address: Address, timeout: float) -> str:
-    """Return why no connection can be made to ``address``, or "" if one can."""
+def unreachable(address: Address, timeout: float, tls: Optional[ssl.SSLContext] = None) -> str:
+    """Return why no connection, over TLS if given a context, can be made to ``address``, or "" if one can."""
+    session = Session(address, timeout, tls=tls)
     try:
-        socket.create_connection(address, timeout=timeout).close()
+        session.secure(socket.create_connection(address, timeout=timeout)).close()
+    except TLSError as error:  # its message is one line
+        return f"{str(error).rstrip('.')}. {tls_advice(error)}"  # OpenSSL's reasons may end in a full stop
     except OSError as error:
         return error.strerror or str(error)
     return ""
+
+
+def tls_advice(error: TLSError) -> str:
+    """Say what to do about TLS that cannot be set up, in one sentence that names the kit's options."""
+    if isinstance(error, NotTLS):
+        return "That server does not serve TLS: grade it without --tls."
+    if isinstance(error, HandshakeTimeout):
+        return "Does that server serve TLS, on that port?"
+    return (
+        "If the certificate was refused, give --cafile the certificate that signed it (a self-signed one"
+        " signs itself) and --host a name or address that it was issued for."
+    )
+
+
+#: The preflight's record of a plaintext nickname answered by a TLS server (§2.5).
+TLS_REQUIRED_SHOWN = show(Notice.TLS_REQUIRED.value.encode("ascii"))
+
+
+def wants_tls(flight: Preflight) -> bool:
+    """Tell whether the preflight was answered #tls_required: a TLS server, spoken to in plain TCP (§2.5)."""
+    return flight.failure is not None and flight.failure.got == TLS_REQUIRED_SHOWN
