@@ -8,13 +8,14 @@ import argparse
 import logging
 import os
 import signal
+import sqlite3
 import ssl
 import sys
 import threading
 from types import FrameType
 from typing import Callable, List, Optional, TextIO, Tuple
 
-from mechat import __version__, conform, protocol, tls, tuning
+from mechat import __version__, accounts, conform, protocol, tls, tuning
 from mechat.server import ChatServer, Limits
 
 
@@ -94,6 +95,13 @@ LIMIT_FLAGS: List[Flag] = [
         "rooms the server keeps; they last until it stops",
     ),
     ("--max-members", at_least(1, int), protocol.DEFAULT_MAX_MEMBERS, "N", "members one room may have"),
+    (
+        "--mailbox-size",
+        at_least(0, int),
+        protocol.DEFAULT_MAILBOX_SIZE,
+        "N",
+        "messages kept for one account while it is away; 0 keeps none",
+    ),
 ]
 
 
@@ -171,6 +179,12 @@ def add_serve_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         help="let threads run on every CPU instead of one; one is faster under load,"
         " because only one thread runs Python at a time (see docs/performance)",
     )
+    serve.add_argument(
+        "--db",
+        metavar="PATH",
+        help="the SQLite file of accounts and stored messages (default: %s; ':memory:' keeps"
+        " nothing)" % accounts.default_path(),
+    )
     serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
     serve.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
     serve.set_defaults(run=run_serve, parser=serve)
@@ -184,7 +198,24 @@ def add_chat_command(commands: "argparse._SubParsersAction[argparse.ArgumentPars
         description="Connect to a mechat server and chat. End with /quit or Ctrl-D.",
     )
     add_address(chat)
-    chat.add_argument("--nick", metavar="NAME", help="nickname to use (default: ask)")
+    who = chat.add_mutually_exclusive_group()
+    who.add_argument("--nick", metavar="NAME", help="nickname to use (default: ask)")
+    who.add_argument(
+        "--login",
+        metavar="NICK",
+        help="log in to the account NICK, and get the messages kept for it; asks for the password",
+    )
+    who.add_argument(
+        "--register",
+        metavar="NICK",
+        help="make an account called NICK and log in; asks for a password twice",
+    )
+    chat.add_argument(
+        "--insecure",
+        action="store_true",
+        help="send a password over plain TCP to another machine, where anyone on the way can read it"
+        " (without it, a password goes only over --tls or to localhost)",
+    )
     chat.add_argument(
         "--no-color",
         dest="color",
@@ -217,6 +248,9 @@ def add_load_command(commands: "argparse._SubParsersAction[argparse.ArgumentPars
         default="pingpong",
         help="one line in flight per pair, or everyone sends at once (default: %(default)s)",
     )
+    add_tls_client(
+        load, "every client connects over TLS, one handshake after another before it sends its nickname"
+    )
     load.set_defaults(run=run_load)
 
 
@@ -234,7 +268,7 @@ def add_conform_command(commands: "argparse._SubParsersAction[argparse.ArgumentP
         epilog="Exit status: 0 if every check passes, 1 if any fails or is skipped, 2 if the server cannot be"
         " reached or an option is wrong. Examples: mechat serve --port 7878 --max-rate 0 & mechat conform"
         " --port 7878; mechat conform --port 7878 --format gradescope --output results.json;"
-        " mechat conform --list",
+        " mechat conform --port 7878 --tls --cafile server.pem; mechat conform --list",
     )
     kit.add_argument("--host", default="127.0.0.1", help="server under test (default: %(default)s)")
     kit.add_argument("--port", type=port_number, help="TCP port of the server under test (required)")
@@ -272,7 +306,42 @@ def add_conform_command(commands: "argparse._SubParsersAction[argparse.ArgumentP
         help='points per check, a JSON object of ids or sections, e.g. {"§2": 2, "full-duplex": 5};'
         " a check not named is worth 1",
     )
+    kit.add_argument(
+        "--mailbox-size",
+        type=at_least(0, int),
+        default=protocol.DEFAULT_MAILBOX_SIZE,
+        metavar="N",
+        help="messages the server keeps for one account, for the check mailbox-full (default: %(default)s,"
+        " the spec's)",
+    )
+    kit.add_argument(
+        "--server-command",
+        metavar="CMD",
+        help="a shell command that starts the server, with {port} where its port goes and {db} where a"
+        " fresh database file may go: stored-survives-restart starts a server of its own with it, kills"
+        " it with SIGKILL and starts it again (without it, that check is skipped)",
+    )
+    add_tls_client(
+        kit,
+        "grade a server that serves TLS (mechat serve --tls-cert): every connection the kit makes speaks TLS",
+    )
     kit.set_defaults(run=run_conform, parser=kit)
+
+
+def add_tls_client(parser: argparse.ArgumentParser, meaning: str) -> None:
+    """Add --tls and --cafile, the options of a client of a server that serves TLS (spec §2.5)."""
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help=f"{meaning}; the server's certificate must name --host, and be signed by an authority"
+        " in --cafile or, without it, one the system trusts",
+    )
+    parser.add_argument(
+        "--cafile",
+        metavar="FILE",
+        help="trust the authorities in this file (PEM), such as the certificate a teacher handed out,"
+        " instead of the system's; implies --tls",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -302,10 +371,15 @@ def run_serve(args: argparse.Namespace) -> int:
         all_rate=args.all_rate,
         max_rooms=args.max_rooms,
         max_members=args.max_members,
+        mailbox_size=args.mailbox_size,
     )
+    store = open_store(args.db or accounts.default_path(), args.mailbox_size)
+    if store is None:
+        return 1
     try:
-        server = ChatServer((args.host, args.port), limits, ssl_context=context)
+        server = ChatServer((args.host, args.port), limits, ssl_context=context, store=store)
     except OSError as error:
+        store.close()
         print(
             "mechat: cannot listen on %s:%d: %s" % (args.host, args.port, error.strerror or error),
             file=sys.stderr,
@@ -319,9 +393,23 @@ def run_serve(args: argparse.Namespace) -> int:
         server.serve_forever(poll_interval=SHUTDOWN_POLL)
     finally:
         server.server_close()
+        store.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
+
+
+def open_store(path: str, mailbox_size: int) -> Optional[accounts.AccountStore]:
+    """Open the accounts' store and log where it is; or say in one line why it cannot be (§9.12)."""
+    try:
+        store = accounts.AccountStore(path, mailbox_size)
+    except (OSError, sqlite3.Error, accounts.NewerSchema) as error:
+        print("mechat: cannot open the store %s: %s" % (path, error), file=sys.stderr)
+        return None
+    where = "in memory: nothing is kept" if path == accounts.MEMORY else path
+    count = len(store.names())
+    logging.getLogger("mechat").info("accounts and stored messages: %s (%d accounts)", where, count)
+    return store
 
 
 #: The signals that stop the server cleanly (spec §10).
@@ -371,17 +459,34 @@ def run_chat(args: argparse.Namespace) -> int:
         context = load_tls(tls.client_context, args.cafile)
         if context is None:
             return 1
-    return client.main(args.host, args.port, args.nick, args.color, context)
+    account = None
+    if args.register is not None:
+        account = client.Account(args.register, new=True)
+    elif args.login is not None:
+        account = client.Account(args.login)
+    return client.main(args.host, args.port, args.nick, args.color, context, account, args.insecure)
 
 
 def run_load(args: argparse.Namespace) -> int:
     """Run one load test and print its report; return 0 if it all checked out."""
-    from mechat import load
+    from mechat import client, load
 
+    context = None
+    if args.tls or args.cafile is not None:
+        context = load_tls(tls.client_context, args.cafile)
+        if context is None:
+            return 2
     try:
-        report = load.run(args.host, args.port, args)
+        report = load.run(args.host, args.port, args, context)
     except ValueError as error:
         print("mechat load: %s" % error, file=sys.stderr)
+        return 2
+    except tls.TLSError as error:  # the first client's handshake: nothing could be measured
+        print(
+            "mechat load: no TLS with %s:%d: %s. %s"
+            % (args.host, args.port, error, client.tls_advice(error)),
+            file=sys.stderr,
+        )
         return 2
     except ConnectionRefusedError as error:
         print(
@@ -398,6 +503,8 @@ def run_conform(args: argparse.Namespace) -> int:
     """Grade the server at --host and --port, or list the checks; return the exit status."""
     try:
         checks = conform.select(args.features, args.only)
+        settings = conform.accounts.kit_settings(args.mailbox_size, args.server_command)
+        checks = conform.accounts.configured(checks, settings)
         weights = conform.load_weights(read_text(args.weights)) if args.weights else {}
     except (ValueError, OSError) as error:
         args.parser.error(str(error))
@@ -406,6 +513,11 @@ def run_conform(args: argparse.Namespace) -> int:
         return 0
     if args.port is None:
         args.parser.error("--port is required: the port of the server to grade")
+    context = None  # before the run, so that a wrong file costs no report
+    if args.tls or args.cafile is not None:
+        context = load_tls(tls.client_context, args.cafile)
+        if context is None:
+            return 2
     if any(check.feature == conform.rooms.LIMITS_FEATURE for check in checks):
         # room-full holds a room's worth of connections open at once: more
         # than macOS's default of 256 descriptors a process.
@@ -414,7 +526,9 @@ def run_conform(args: argparse.Namespace) -> int:
             print("mechat conform: %s" % warning, file=sys.stderr)
     output = open_report(args)
     try:
-        status = conform.run(args.host, args.port, args.timeout, None, checks, args.format, output, weights)
+        status = conform.run(
+            args.host, args.port, args.timeout, None, checks, args.format, output, weights, context
+        )
     except BaseException:
         if output is not None:
             output.close()

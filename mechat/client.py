@@ -38,6 +38,17 @@ and starts a new reader for it.  The writer is the only thread that ever
 replaces the connection, and it waits for the old reader to finish first,
 so no two readers ever run at once.
 
+Accounts.  With ``--login NICK`` or ``--register NICK`` (or ``/login NICK``
+typed at the Nickname prompt) the first line is ``/login NICK PASSWORD`` or
+``/register NICK PASSWORD`` instead of a nickname (spec §5.13, §5.14).  The
+password is read with getpass, never echoed and never on the command line,
+and it is sent only over TLS or to this machine unless the user says
+``--insecure``.  The client keeps it for the session, as each new partner
+means a new connection, and so a new login.  When the server refuses a
+password, the writer asks again, but only once the reader has shown why:
+the reader wakes the writer after it has shown a refusal of the first line,
+not before, so the question never comes before its reason.
+
 TLS.  With ``--tls`` the connection is a :class:`~mechat.tls.TLSClientSocket`
 rather than a socket: the same ``recv()``, ``sendall()``, ``shutdown()``
 and ``close()``, which is all this module asks of a :class:`Stream`.  An
@@ -46,17 +57,48 @@ connection at once (:mod:`mechat.tls`).
 """
 
 import contextlib
+import getpass
+import ipaddress
 import socket
 import ssl
 import sys
 import threading
 import time
-from typing import Callable, Iterable, Iterator, List, Optional, Protocol
+from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Protocol
 
 from mechat import protocol, tls
-from mechat.keyboard import Completer, keyboard_lines
+from mechat.keyboard import (
+    PASSWORD_TRIES,
+    Completer,
+    PasswordReader,
+    keyboard_lines,
+    read_password,
+    terminal_restored,
+)
 from mechat.protocol import NOTICES_WITH_MEMBER, NOTICES_WITH_TEXT, Notice, NoticeLine, Phase
-from mechat.screen import HELP, NO_ROOMS, OFFER, PARTNER_LEFT, UNANSWERED, Place, Screen, unsent, use_color
+from mechat.screen import (
+    ACCOUNT_USAGE,
+    ANOTHER_NAME,
+    DELETE_ALONE,
+    DELETE_PROMPT,
+    DELETE_WARNING,
+    HELP,
+    LAST_TRY,
+    NO_ACCOUNTS,
+    NO_PASSWORD,
+    NO_ROOMS,
+    NOT_DELETED,
+    OFFER,
+    PARTNER_LEFT,
+    PLAIN_TCP,
+    SENTENCES,
+    UNANSWERED,
+    Place,
+    Screen,
+    kept_count,
+    unsent,
+    use_color,
+)
 
 #: Seconds to wait for the server to close after we send /quit.
 QUIT_GRACE = 5.0
@@ -64,8 +106,18 @@ QUIT_GRACE = 5.0
 #: Seconds to wait for the server to accept a connection.
 CONNECT_TIMEOUT = 10.0
 
-#: Notices after which the server closes the connection (spec §6).
-FINAL_NOTICES = (Notice.USER_QUIT, Notice.NICKNAME_TIMEOUT, Notice.SERVER_FULL, Notice.SERVER_SHUTDOWN)
+#: Notices after which the server closes the connection (spec §6, §2.5, §5.14).
+FINAL_NOTICES = (
+    Notice.USER_QUIT,
+    Notice.NICKNAME_TIMEOUT,
+    Notice.SERVER_FULL,
+    Notice.SERVER_SHUTDOWN,
+    Notice.SESSION_REPLACED,
+    Notice.TLS_REQUIRED,
+)
+
+#: Final notices that mean the session failed, so the client exits 1.
+FAILURES = (Notice.NICKNAME_TIMEOUT, Notice.SERVER_FULL, Notice.TLS_REQUIRED)
 
 #: Notices that accept a nickname (spec §7.1), or pair a client again (§5.7, §5.12).
 PAIRING_NOTICES = (Notice.WAIT, Notice.MATCHED_TO)
@@ -87,6 +139,15 @@ UNASKED = (*NOTICES_WITH_TEXT, *NOTICES_WITH_MEMBER, *FINAL_NOTICES, *PAIRING_NO
 JOIN_ANSWERS = (Notice.JOINED, Notice.NO_SUCH_ROOM, Notice.ROOM_FULL)
 UNNAMED_REFUSALS = (Notice.INVALID_COMMAND, Notice.RATE_LIMITED)
 
+#: The notices that accept a /register or a /login; #wait or #matched_to_ follows (spec §5.13, §5.14).
+LOGIN_ANSWERS = (Notice.REGISTERED, Notice.LOGGED_IN)
+
+#: The refusals of a first line that mean its password was wrong, or no password (spec §5.13, §5.14).
+PASSWORD_REFUSALS = (Notice.LOGIN_FAILED, Notice.INVALID_PASSWORD)
+
+#: What may be typed at the Nickname prompt instead of a nickname, and whether it makes the account.
+ACCOUNT_VERBS = {"/login": False, "/register": True}
+
 #: The commands that go back to finding a partner, and the phase each leaves
 #: (spec §5.7, §5.12): lines typed after one are held for the next partner.
 BACK_TO_PAIRING = {"/next": Phase.CHATTING, "/leave": Phase.IN_ROOM}
@@ -106,6 +167,28 @@ class Stream(Protocol):
 
     def close(self) -> None:
         """Close the connection."""
+
+
+class Account(NamedTuple):
+    """An account to log in to, or to make (spec §5.13, §5.14)."""
+
+    nickname: str
+    new: bool = False  # /register rather than /login
+    password: str = ""
+
+    def first_line(self, nickname: str) -> str:
+        """Return the line that logs in as ``nickname`` (or makes it), in place of a nickname."""
+        return "%s %s %s" % ("/register" if self.new else "/login", nickname, self.password)
+
+
+def is_this_machine(host: str) -> bool:
+    """Say whether ``host`` is this machine: ``localhost``, 127.0.0.0/8 or ::1, as written (no lookup)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def is_command(typed: str) -> bool:
@@ -158,13 +241,19 @@ class ChatClient:
         nickname: Optional[str] = None,
         reconnect: Optional[Callable[[], Stream]] = None,
         completer: Optional[Completer] = None,
+        account: Optional[Account] = None,
+        ask_password: PasswordReader = getpass.getpass,
+        passwords_allowed: bool = False,
     ) -> None:
         self.sock = sock
-        self.keyboard = keyboard
+        self.typed = iter(keyboard)
         self.screen = screen
-        self.first_nickname = nickname
+        self.first_nickname = account.nickname if account else nickname
         self.reconnect = reconnect
         self.completer = completer or Completer()
+        self.account = account  # with its password; None for a guest
+        self.ask_password = ask_password
+        self.passwords_allowed = passwords_allowed  # may a typed /login send one? (over TLS, or here)
         self.nickname = ""  # as the server last accepted it
         self.proposed = ""  # the nickname sent last, accepted or not
         self.partner = ""
@@ -176,8 +265,12 @@ class ChatClient:
         self.owed = 0  # answers owed for lines sent: see settle()
         self.offering = False  # the partner left; the user may ask for a new one
         self.leaving = False  # we sent /quit, so the close is expected
+        self.refusal: Optional[Notice] = None  # the answer that refused the first line sent last
+        self.kept: Optional[int] = None  # messages a login has brought so far, until #wait or #matched_to_
+        self.asking = ""  # the prompt of a question the writer asks, in place of the session's
         # Notified by the reader whenever phase, nickname_pending, joining or
-        # offering changes, and by the writer when it leaves or replaces the
+        # offering changes (after a refusal of the first line, only once the
+        # refusal is shown), and by the writer when it leaves or replaces the
         # connection; waited on by the writer (and by run() for the end).
         self.changed = threading.Condition()
         self._send_lock = threading.Lock()  # the reader sends held lines too
@@ -242,10 +335,15 @@ class ChatClient:
             return
         self.completer.learn_from(notice)
         place = self.place()  # as the notice found the session: "bob has left" names bob
+        refused = self.refuses_first_line(notice.name)
+        before = self.count_kept(notice)
         then = self.follow(notice)
         self.update_prompt()
+        self.screen.info(*before)
         self.screen.notice(notice, place)
         self.screen.info(*then)
+        if refused:  # the writer may ask for a password now: its reason is on the screen
+            self.set_phase(Phase.NICKNAME)
 
     def place(self) -> Place:
         """Say where the session is, for the screen's sentences and prompt."""
@@ -253,13 +351,33 @@ class ChatClient:
         return Place(self.phase, me, self.partner, self.room)
 
     def update_prompt(self) -> None:
-        """Make the prompt say where a line typed now will go."""
-        self.screen.prompt = self.place().prompt()
+        """Make the prompt say where a line typed now will go, or ask the writer's question."""
+        self.screen.prompt = self.asking or self.place().prompt()
+
+    def refuses_first_line(self, name: Notice) -> bool:
+        """Say whether ``name`` refuses the nickname, /login or /register sent last (spec §7.1)."""
+        return self.phase is Phase.NICKNAME and name not in UNASKED and name not in LOGIN_ANSWERS
+
+    def count_kept(self, notice: NoticeLine) -> List[str]:
+        """Count the messages a login brings; return what to say before the notice that ends them (§5.14)."""
+        if notice.name is Notice.LOGGED_IN:
+            self.kept = 0
+        elif notice.name is Notice.STORED_FROM and self.kept is not None:
+            self.kept += 1
+        elif notice.name in PAIRING_NOTICES and self.kept is not None:
+            count, self.kept = self.kept, None
+            return [kept_count(count)]
+        return []
 
     def follow(self, notice: NoticeLine) -> List[str]:
         """Move the session along after a notice (spec §7); return what to say after the notice itself."""
         name = notice.name
         answers_join = self.settle(notice)
+        if name in LOGIN_ANSWERS:
+            self.logged_in(notice.argument)
+        elif name is Notice.ACCOUNT_DELETED:
+            with self.changed:
+                self.account = None  # the session goes on as a guest (spec §5.16)
         if self.phase is Phase.NICKNAME and name in PAIRING_NOTICES:
             self.nickname = self.proposed
         if name is Notice.MATCHED_TO or name is Notice.PARTNER_RENAMED:
@@ -274,10 +392,32 @@ class ChatClient:
             return self.enter_room(notice.argument, answers_join)
         elif name is Notice.WAIT and self.phase is Phase.NICKNAME:
             self.set_phase(Phase.WAITING)
-        elif self.phase is Phase.NICKNAME:  # any other answer refuses the nickname
-            self.set_phase(Phase.NICKNAME)
+        elif self.refuses_first_line(name):  # show_line wakes the writer once this is shown
+            return self.note_refusal(name)
         elif answers_join:
             return self.join_refused(name)
+        return []
+
+    def logged_in(self, nickname: str) -> None:
+        """Take the account's name as the server spells it; from now on, log in rather than register."""
+        with self.changed:
+            self.proposed = nickname
+            if self.account is not None:
+                self.account = self.account._replace(nickname=nickname, new=False)
+
+    def note_refusal(self, name: Notice) -> List[str]:
+        """Record why the first line was refused, for the writer; return what to say after the notice."""
+        with self.changed:
+            self.refusal = name
+            account = self.account
+            if name is Notice.INVALID_COMMAND:  # a server that knows no /login (spec §5.3)
+                self.account = None
+        if account is None:
+            return []
+        if name is Notice.INVALID_COMMAND:
+            return [NO_ACCOUNTS]
+        if account.new and name in (Notice.NICKNAME_TAKEN, Notice.INVALID_NICKNAME):
+            return [ANOTHER_NAME]
         return []
 
     def settle(self, notice: NoticeLine) -> bool:
@@ -311,7 +451,7 @@ class ChatClient:
             offer = self.offer_new_partner()
             if offer:
                 return offer
-        if name in (Notice.SERVER_FULL, Notice.NICKNAME_TIMEOUT):
+        if name in FAILURES:
             self.exit_status = 1
         self.set_phase(Phase.CLOSED)
         return []
@@ -382,9 +522,9 @@ class ChatClient:
 
     def send_typed(self) -> None:
         """Act on each typed line; at the end of input (Ctrl-D), leave (spec §5.1)."""
-        if self.first_nickname is not None:
-            self.send_nickname(self.first_nickname)
-        for typed in self.keyboard:
+        if self.first_nickname is not None and not self.introduce(self.first_nickname):
+            return
+        for typed in self.typed:
             if not self.act_on_typed(typed):
                 return
         self.leave()
@@ -403,14 +543,107 @@ class ChatClient:
         if offering:
             return self.answer_offer(typed)
         if phase is Phase.NICKNAME:
-            self.send_nickname(typed)
-        elif BACK_TO_PAIRING.get(typed) is phase:
+            return self.name_typed(typed)
+        if typed.partition(" ")[0] == "/delete" and phase is not Phase.CLOSED:
+            return self.delete_account(typed)
+        if BACK_TO_PAIRING.get(typed) is phase:
             self.back_to_pairing(phase, typed)
         elif room_to_join(typed) and phase is not Phase.CLOSED:
             self.send_join(typed, room_to_join(typed))
         elif phase is not Phase.CLOSED and (phase is not Phase.WAITING or is_command(typed)):
             self.send_line(typed)
         return phase is not Phase.CLOSED
+
+    def name_typed(self, typed: str) -> bool:
+        """Act on a line typed at the Nickname prompt: a nickname, or /login NICK or /register NICK.
+
+        Return False once the session is over.
+        """
+        verb, _, nickname = typed.partition(" ")
+        if verb not in ACCOUNT_VERBS:
+            return self.introduce(typed)
+        if not self.passwords_allowed:
+            self.screen.info(PLAIN_TCP)
+        elif not protocol.NICKNAME_RE.fullmatch(nickname):  # "/login alice s3cret" shows the password
+            self.screen.info(ACCOUNT_USAGE)
+        else:
+            password = read_password(self.ask_password, self.screen.info, nickname, ACCOUNT_VERBS[verb])
+            if password is None:
+                self.screen.info(NO_PASSWORD)
+                return True
+            with self.changed:
+                self.account = Account(nickname, ACCOUNT_VERBS[verb], password)
+            return self.introduce(nickname)
+        return True
+
+    def introduce(self, nickname: str) -> bool:
+        """Send a nickname, or log in (or register) as ``nickname``; while the password is refused, ask again.
+
+        Return False if the user gives up, which ends the session.
+        """
+        tries = 1
+        self.send_nickname(nickname)
+        while self.password_refused():
+            password = self.ask_again() if tries < PASSWORD_TRIES else None
+            if password is None:
+                self.screen.info(LAST_TRY if tries == PASSWORD_TRIES else NO_PASSWORD)
+                with self.changed:
+                    self.exit_status = 1
+                return self.leave()
+            tries += 1
+            self.send_nickname(nickname)
+        return True
+
+    def password_refused(self) -> bool:
+        """Say whether the server refused the password of the first line sent, and is still listening."""
+        with self.changed:
+            return self.phase is Phase.NICKNAME and self.refusal in PASSWORD_REFUSALS
+
+    def ask_again(self) -> Optional[str]:
+        """Ask for the account's password again, and keep it; return None if none is given."""
+        with self.changed:
+            account = self.account
+        assert account is not None  # only a line with a password has it refused
+        password = read_password(self.ask_password, self.screen.info, account.nickname, account.new)
+        if password is not None:
+            with self.changed:
+                self.account = account._replace(password=password)
+        return password
+
+    def delete_account(self, typed: str) -> bool:
+        """Delete our account once the user confirms and gives its password (spec §5.16); False at Ctrl-D."""
+        with self.changed:
+            account = self.account
+        if typed != "/delete":
+            self.screen.info(DELETE_ALONE)
+            return True
+        if account is None:
+            self.screen.info(SENTENCES[Notice.NOT_LOGGED_IN])
+            return True
+        self.screen.info(DELETE_WARNING % account.nickname)
+        answer = self.ask_typed(DELETE_PROMPT % account.nickname)
+        if answer is None:
+            return self.leave()
+        password = None
+        if answer.strip().lower() == "yes":
+            password = read_password(self.ask_password, self.screen.info, account.nickname, new=False)
+        if password is None:
+            self.screen.info(NOT_DELETED)
+        else:
+            self.send_line("/delete " + password)
+        return True
+
+    def ask_typed(self, question: str) -> Optional[str]:
+        """Ask ``question`` at the prompt and return the line typed; None at the end of input."""
+        with self.changed:
+            self.asking = question
+        self.update_prompt()
+        try:
+            return next(self.typed, None)
+        finally:
+            with self.changed:
+                self.asking = ""
+            self.update_prompt()
 
     def wait_for_answer(self) -> None:
         """Wait until the nickname just sent has its answer, so the next prompt says where lines go.
@@ -460,8 +693,7 @@ class ChatClient:
             self.offering = False
             self.changed.notify_all()
         self.start_reader()
-        self.send_nickname(self.nickname)
-        return True
+        return self.introduce(self.nickname)
 
     def back_to_pairing(self, leaving: Phase, command: str) -> None:
         """Send /next or /leave, and hold the lines typed from now until the next partner (spec §5.7, §5.12).
@@ -518,11 +750,13 @@ class ChatClient:
         self.send_line("/quit")
 
     def send_nickname(self, nickname: str) -> None:
-        """Send a nickname and mark it as awaiting the server's verdict."""
+        """Send a nickname, or the account's /login or /register, and wait for the server's verdict."""
         with self.changed:
             self.nickname_pending = True
             self.proposed = nickname
-        self.send_line(nickname)
+            self.refusal = None
+            line = self.account.first_line(nickname) if self.account else nickname
+        self.send_line(line)
         self.wait_for_answer()
 
     def send_join(self, typed: str, room: str) -> None:
@@ -627,17 +861,12 @@ def tls_advice(error: tls.TLSError) -> str:
     return "Is --cafile the authority that signed the server's certificate?"
 
 
-def main(
-    host: str, port: int, nickname: Optional[str], color: bool, context: Optional[ssl.SSLContext] = None
-) -> int:
-    """Connect, over TLS if given a context, chat, and return the process exit status."""
-    interactive = sys.stdin.isatty()
-    screen = Screen(sys.stdout, use_color(color, sys.stdout), interactive)
+def opened(host: str, port: int, context: Optional[ssl.SSLContext]) -> Optional[Stream]:
+    """Connect to the server, over TLS if given a context; or say in one line why not, and return None."""
     try:
-        sock = open_stream(host, port, context)
+        return open_stream(host, port, context)
     except tls.TLSError as error:
         print("mechat: no TLS with %s:%d: %s. %s" % (host, port, error, tls_advice(error)), file=sys.stderr)
-        return 1
     except OSError as error:
         reason = error.strerror or str(error)
         print(
@@ -645,8 +874,70 @@ def main(
             % (host, port, reason),
             file=sys.stderr,
         )
+    return None
+
+
+def account_problem(account: Account, host: str, passwords_allowed: bool) -> str:
+    """Say in one line why ``account`` cannot be used with ``host``, before asking for a password; or ""."""
+    if not protocol.NICKNAME_RE.fullmatch(account.nickname):
+        return "%r is not a nickname: use 1 to 30 letters, digits or punctuation, with no spaces" % (
+            account.nickname
+        )
+    if not passwords_allowed:
+        return (
+            "not sending your password unencrypted to %s: add --tls if the server serves TLS, or --insecure"
+            " to send it anyway, where anyone on the way can read it" % host
+        )
+    return ""
+
+
+def with_password(account: Account, ask: PasswordReader, shown: Screen) -> Optional[Account]:
+    """Ask for the account's password (twice for a new one) before connecting, or None if none is given.
+
+    Before, because the server gives a connection a time to name itself (spec §9.2).
+    """
+    password = read_password(ask, shown.info, account.nickname, account.new)
+    return None if password is None else account._replace(password=password)
+
+
+def main(
+    host: str,
+    port: int,
+    nickname: Optional[str],
+    color: bool,
+    context: Optional[ssl.SSLContext] = None,
+    account: Optional[Account] = None,
+    insecure: bool = False,
+    ask_password: PasswordReader = getpass.getpass,
+) -> int:
+    """Connect, over TLS if given a context, log in if given an account, chat, and return the exit status."""
+    interactive = sys.stdin.isatty()
+    shown = Screen(sys.stdout, use_color(color, sys.stdout), interactive)
+    passwords_allowed = context is not None or insecure or is_this_machine(host)
+    if account is not None:
+        problem = account_problem(account, host, passwords_allowed)
+        if problem:
+            print("mechat: %s." % problem, file=sys.stderr)
+            return 2
+        account = with_password(account, ask_password, shown)
+        if account is None:
+            print("mechat: no password was given, so nothing was sent.", file=sys.stderr)
+            return 1
+    sock = opened(host, port, context)
+    if sock is None:
         return 1
     completer = Completer()
-    keyboard = keyboard_lines(sys.stdin, interactive, screen, completer.complete)
-    client = ChatClient(sock, keyboard, screen, nickname, lambda: open_stream(host, port, context), completer)
-    return client.run()
+    keyboard = keyboard_lines(sys.stdin, interactive, shown, completer.complete)
+    client = ChatClient(
+        sock,
+        keyboard,
+        shown,
+        nickname,
+        lambda: open_stream(host, port, context),
+        completer,
+        account,
+        ask_password,
+        passwords_allowed,
+    )
+    with terminal_restored():
+        return client.run()

@@ -11,21 +11,53 @@ the reader's thread, while readline asks it for completions in the
 writer's, inside input(); so its names have a lock of their own.  Tab
 completes a command after ``/``, a room after ``/join`` and a space, and otherwise
 a nickname.
+
+Passwords are never read as typed lines: :func:`read_password` asks
+through ``getpass.getpass``, which does not echo them, or through a
+stand-in that a test hands the client.  getpass turns the terminal's echo
+off while it waits, so :func:`terminal_restored` puts the terminal back as
+it was when the client ends, should it end while a password is being asked.
 """
 
+import contextlib
+import os
 import sys
 import threading
 from typing import Callable, Iterator, List, Optional, Set, TextIO, Tuple
 
+from mechat import protocol
 from mechat.protocol import NOTICES_ABOUT_A_MEMBER, NOTICES_WITH_ROOM, Notice, NoticeLine
-from mechat.screen import COMMAND_COMPLETIONS, Screen, member_of
+from mechat.screen import (
+    COMMAND_COMPLETIONS,
+    NEW_PASSWORD_PROMPT,
+    NOT_A_PASSWORD,
+    PASSWORD_PROMPT,
+    PASSWORDS_DIFFER,
+    SAME_PASSWORD_PROMPT,
+    Screen,
+    member_of,
+)
+
+#: Tries at typing a password that is one, or that the server accepts: three, as sudo gives.
+PASSWORD_TRIES = 3
+
+#: What asks for a password without echoing it: getpass.getpass, or a test's stand-in.
+PasswordReader = Callable[[str], str]
 
 #: The notices that name a room that exists, spelled as its creator spelled
 #: it; ``#no_such_room_`` only echoes what was typed (spec §5.10).
 EXISTING_ROOM_NOTICES = tuple(name for name in NOTICES_WITH_ROOM if name is not Notice.NO_SUCH_ROOM)
 
 #: The notices whose argument is another client's nickname, worth offering at Tab.
-NOTICES_NAMING_OTHERS = (Notice.FROM, Notice.ALL_FROM, Notice.MATCHED_TO, Notice.PARTNER_RENAMED)
+NOTICES_NAMING_OTHERS = (
+    Notice.FROM,
+    Notice.ALL_FROM,
+    Notice.MATCHED_TO,
+    Notice.PARTNER_RENAMED,
+    Notice.STORED_FROM,
+    Notice.STORED_FOR,
+    Notice.MAILBOX_FULL,
+)
 
 
 def typed_before_word() -> str:
@@ -85,7 +117,7 @@ def names_in(notice: NoticeLine) -> Tuple[List[str], List[str]]:
     name = notice.name
     if name in NOTICES_NAMING_OTHERS:
         return [notice.argument], []
-    if name in (Notice.ONLINE, Notice.MEMBERS):
+    if name in (Notice.ONLINE, Notice.MEMBERS, Notice.ACCOUNTS):
         return notice.text.split(), []
     if name is Notice.ROOMS:
         return [], notice.text.split()
@@ -145,3 +177,56 @@ def keyboard_lines(
             yield screen.read_line()
         except EOFError:
             return
+
+
+def read_password(ask: PasswordReader, say: Callable[..., None], nickname: str, new: bool) -> Optional[str]:
+    """Ask for the password of the account ``nickname``, twice for a new one; None if it is not given.
+
+    Up to PASSWORD_TRIES tries, each refused here if it is not a password
+    (spec §3.3) or, for a new one, if the two differ.  End of input (Ctrl-D)
+    or Ctrl-C gives up at once.
+    """
+    for _ in range(PASSWORD_TRIES):
+        try:
+            password = ask((NEW_PASSWORD_PROMPT if new else PASSWORD_PROMPT) % nickname)
+            same = ask(SAME_PASSWORD_PROMPT) if new and protocol.PASSWORD_RE.fullmatch(password) else password
+        except (EOFError, KeyboardInterrupt):
+            return None
+        if not protocol.PASSWORD_RE.fullmatch(password):
+            say(NOT_A_PASSWORD)
+        elif same != password:
+            say(PASSWORDS_DIFFER)
+        else:
+            return password
+    return None
+
+
+@contextlib.contextmanager
+def terminal_restored(path: str = "/dev/tty") -> Iterator[None]:
+    """Put the terminal at ``path`` (getpass's) back as it was on entry, when the block ends.
+
+    A session can end while the writer thread waits in getpass, with echo
+    off: at Ctrl-C, or when the server closes.  The thread is a daemon, so
+    getpass never gets to turn echo back on, and the shell would be left
+    deaf.  Where there is no terminal, or no termios (Windows, whose getpass
+    changes no setting), there is nothing to restore.
+    """
+    try:
+        import termios
+
+        descriptor = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        saved = termios.tcgetattr(descriptor)
+    except termios.error:
+        os.close(descriptor)
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(descriptor, termios.TCSADRAIN, saved)
+        os.close(descriptor)

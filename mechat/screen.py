@@ -13,6 +13,10 @@ prompt ever names besides the notice itself.
 
 Both of the client's threads print, so the :class:`Screen` has a lock of
 its own.
+
+Every line shown starts with the time it happened, in the user's own time
+zone: the time it is shown, except for a message kept while the user was
+away (spec §5.14), which starts with the day and time it was sent.
 """
 
 import contextlib
@@ -21,7 +25,8 @@ import shutil
 import sys
 import threading
 import time
-from typing import Callable, ClassVar, Dict, List, NamedTuple, TextIO, Tuple
+from datetime import datetime, timezone, tzinfo
+from typing import Callable, ClassVar, Dict, List, NamedTuple, Optional, TextIO, Tuple
 
 from mechat.protocol import NOTICES_ABOUT_A_MEMBER, NOTICES_WITH_ROOM, Notice, NoticeLine, Phase
 
@@ -29,7 +34,10 @@ from mechat.protocol import NOTICES_ABOUT_A_MEMBER, NOTICES_WITH_ROOM, Notice, N
 #: each: /help prints this table, and Tab completes its command names.
 COMMANDS = (
     ("/who [PATTERN]", "list who is online; * matches any run of characters, ? any one"),
-    ("/msg NICK TEXT", "send TEXT to NICK alone, wherever they are"),
+    (
+        "/msg NICK TEXT",
+        "send TEXT to NICK alone, wherever they are; an account away gets it at its next login",
+    ),
     ("/all TEXT", "send TEXT to everyone online (by default at most once a second)"),
     ("/next", "leave your partner and look for a new one"),
     ("/nickname NEW", "change your nickname"),
@@ -38,6 +46,10 @@ COMMANDS = (
     ("/join ROOM", "leave your partner or room for ROOM: what you type then goes to everyone in it"),
     ("/members", "list who is in your room"),
     ("/leave", "leave your room and look for a partner"),
+    ("/users [PATTERN]", "list the accounts, online or away; the PATTERN works as in /who"),
+    ("/delete", "delete your account and the messages kept for it; asks for your password"),
+    ("/login NICK", "instead of a nickname: log in to the account NICK; asks for its password"),
+    ("/register NICK", "instead of a nickname: make an account called NICK; asks for a password"),
     ("/help", "show this list (it stays on your screen, nothing is sent)"),
     ("/quit", "leave (Ctrl-D does the same)"),
 )
@@ -104,15 +116,40 @@ SENTENCES = {
     Notice.LEFT: "You left #{room}.",
     Notice.EXITED: "{nick} left #{room}.",
     Notice.RENAMED: "{nick} is now known as {new} in #{room}.",
+    Notice.REGISTERED: (
+        "Your account {nick} is made, and you are logged in. Next time: mechat chat --login {nick}"
+    ),
+    Notice.INVALID_PASSWORD: (
+        "The server refused that password: use 8 to 64 visible ASCII characters, with no spaces."
+    ),
+    Notice.LOGGED_IN: "You are logged in as {nick}.",
+    Notice.LOGIN_FAILED: "Wrong password: your account is not deleted.",
+    Notice.SESSION_REPLACED: "You logged in somewhere else; this session is closed.",
+    Notice.STORED_FOR: "{nick} is away: your message is kept for them.",
+    Notice.MAILBOX_FULL: (
+        "{nick} is away, and has as many messages waiting as the server keeps; that message was not sent."
+    ),
+    Notice.ACCOUNT_DELETED: (
+        "Your account is deleted, with every message kept for it. You go on as a guest called {me}."
+    ),
+    Notice.NOT_LOGGED_IN: "You are not logged in, so there is no account to delete.",
+    Notice.NICKNAME_LOCKED: "You are logged in as {me}: an account's nickname is its name, and stays.",
+    Notice.TLS_REQUIRED: "This server speaks TLS: run with --tls.",
 }
 
 #: Sentences that say something else in one phase.  Before a nickname is
-#: accepted, the only command is /quit (spec §7.1); a taken nickname (spec
-#: §3.1) asks for another one.  In a room, /next is refused (spec §5.7).
+#: accepted, the only commands are /login, /register and /quit (spec §7.1);
+#: a taken nickname (spec §3.1) asks for another one, and #login_failed
+#: answers a login rather than a /delete (spec §5.14, §5.16).  In a room,
+#: /next is refused (spec §5.7).
 PHASE_SENTENCES = {
     Phase.NICKNAME: {
-        Notice.INVALID_COMMAND: "Choose a nickname first; until then the only command is /quit.",
+        Notice.INVALID_COMMAND: (
+            "Choose a nickname first, or /login NICK or /register NICK; until then the only other command"
+            " is /quit."
+        ),
         Notice.NICKNAME_TAKEN: "The nickname {me} is taken. Type another nickname.",
+        Notice.LOGIN_FAILED: "Wrong password, or there is no account called {me}.",
     },
     Phase.IN_ROOM: {
         Notice.INVALID_COMMAND: (
@@ -128,6 +165,7 @@ LIST_HEADINGS = {
     Notice.ONLINE: ("Nobody online matches.", "1 person online matches", "{count} people online match"),
     Notice.ROOMS: ("No room matches.", "1 room matches", "{count} rooms match"),
     Notice.MEMBERS: ("Nobody is in #{room}.", "1 person is in #{room}", "{count} people are in #{room}"),
+    Notice.ACCOUNTS: ("No account matches.", "1 account matches", "{count} accounts match"),
 }
 
 #: The prompt in each phase: it says where a typed line will go.
@@ -151,6 +189,56 @@ NO_ROOMS = "This server does not know /join: it has no rooms."
 #: What the client says when /join has no answer in time; it then reads the keyboard again.
 UNANSWERED = "The server has not answered /join %s yet; until it does, what you type goes where it went."
 
+#: What the client asks when it needs a password (spec §3.3); getpass shows it, and never echoes the answer.
+PASSWORD_PROMPT = "Password for %s: "
+NEW_PASSWORD_PROMPT = "Choose a password for %s (8 to 64 characters): "
+SAME_PASSWORD_PROMPT = "The same password again: "
+
+#: What the client says of a password refused before it is sent.
+NOT_A_PASSWORD = "A password is 8 to 64 visible ASCII characters, with no spaces; that is not one. Try again."
+PASSWORDS_DIFFER = "The two passwords differ. Try again."
+
+#: What the client says of accounts at the Nickname prompt (spec §5.13, §5.14).
+ACCOUNT_USAGE = (
+    "Type /login NICK or /register NICK with no password: the client then asks for it, and does not"
+    " show it. That line was not sent."
+)
+NO_ACCOUNTS = "This server has no accounts: type a nickname to chat as a guest."
+ANOTHER_NAME = "Your account is made with the next nickname you type, and the password you chose."
+PLAIN_TCP = (
+    "A password is sent only over TLS or to this machine, and this connection is neither. Run"
+    " mechat chat with --tls, or with --insecure to send it anyway, where anyone on the way can read it."
+)
+NO_PASSWORD = "No password was given, so nothing was sent."
+LAST_TRY = "That was the last try, so you are not logged in."
+
+#: What the client says and asks around /delete (spec §5.16).
+DELETE_ALONE = (
+    "Type /delete alone: the client then asks for your password, and does not show it."
+    " That line was not sent."
+)
+DELETE_WARNING = "This deletes the account %s, and every message kept for it, for good. Type yes to go on."
+DELETE_PROMPT = "Delete %s? (yes/no) "
+NOT_DELETED = "Your account is kept."
+
+
+def kept_count(count: int) -> str:
+    """Say how many messages a login brought from the server's store (spec §5.14)."""
+    if count == 0:
+        return "No message was kept for you while you were away."
+    return "%d message%s kept for you while you were away." % (count, " was" if count == 1 else "s were")
+
+
+#: How the server writes the time a message was kept (spec §5.14: stored-time), always in UTC.
+STORED_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+#: Days back within which a kept message's date is shown without its year, as ``1 Dec``: about six
+#: months, as ls -l does, so that a day and month never stand for two dates.
+RECENT_DAYS = 180
+
+#: Month names, the same in every locale, as the rest of the client's words are English.
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
 #: Stand-ins for the characters the client itself uses in prompts and sentences, for an output that
 #: cannot encode them (a Windows pipe or file is cp1252).
 PLAIN = str.maketrans({"→": "->", "…": "..."})
@@ -160,6 +248,35 @@ def member_of(notice: NoticeLine) -> Tuple[str, str]:
     """Return the room and the nickname of a notice about a member: a room has no ``_`` (spec §3.2)."""
     room, _, nickname = notice.argument.partition("_")
     return room, nickname
+
+
+def when_kept(stored_time: str, now: datetime, zone: Optional[tzinfo] = None) -> str:
+    """Say when a kept message was sent, in ``zone`` (None: this machine's): ``yesterday 10:02`` (spec §5.14).
+
+    The day is ``today``, ``yesterday``, ``1 Dec`` within RECENT_DAYS, and
+    otherwise (or in the future, by a clock that is off) ``2026-11-03``.
+    A time the server wrote wrongly is shown as it came.
+    """
+    try:
+        sent = datetime.strptime(stored_time, STORED_TIME_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return stored_time
+    sent, now = sent.astimezone(zone), now.astimezone(zone)  # astimezone(None) keeps summer time right
+    days = (now.date() - sent.date()).days
+    if days == 0:
+        day = "today"
+    elif days == 1:
+        day = "yesterday"
+    elif 1 < days < RECENT_DAYS:
+        day = "%d %s" % (sent.day, MONTHS[sent.month - 1])
+    else:
+        day = sent.date().isoformat()
+    return "%s %02d:%02d" % (day, sent.hour, sent.minute)
+
+
+def utc_now() -> datetime:
+    """Return the time now, with its time zone."""
+    return datetime.now(timezone.utc)
 
 
 class Place(NamedTuple):
@@ -214,10 +331,19 @@ class Screen:
     #: The width of the time stamp, "[10:02] ", that starts every line shown.
     STAMP_WIDTH = 8
 
-    def __init__(self, out: TextIO, color: bool, interactive: bool) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        color: bool,
+        interactive: bool,
+        now: Callable[[], datetime] = utc_now,
+        zone: Optional[tzinfo] = None,
+    ) -> None:
         self.out = out
         self.color = color
         self.interactive = interactive
+        self.now = now  # the clock and the time zone (None: this machine's) that date kept messages
+        self.zone = zone
         self.prompt = ""
         self.reading = False  # input() has drawn the prompt and waits for a line
         self.hooked = False  # readline's hooks say when the prompt is drawn
@@ -256,24 +382,29 @@ class Screen:
             self.reading = True
             self._drawn.notify_all()
 
-    def message(self, nick: str, text: str, to: str = "", room: str = "") -> None:
-        """Show a message marked with its sender, and with whom it was for if not only the partner."""
+    def message(self, nick: str, text: str, to: str = "", room: str = "", kept: str = "") -> None:
+        """Show a message marked with its sender, and with whom it was for if not only the partner.
+
+        A message ``kept`` while we were away is stamped with when it was sent instead of now.
+        """
         name = self.BOLD_CYAN + nick + self.RESET if self.color else nick
         sender = "%s → %s" % (name, to) if to else name
-        self.show("%s%s: %s" % ("#%s " % room if room else "", sender, text))
+        if kept:
+            sender += " (while you were away)"
+        self.show("%s%s: %s" % ("#%s " % room if room else "", sender, text), kept)
 
     def info(self, *texts: str) -> None:
         """Show sentences from the client itself, each on a line of its own."""
         for text in texts:
             self.show(self.DIM + text + self.RESET if self.color else text)
 
-    def show(self, text: str) -> None:
-        """Print a timestamped line without garbling what the user is typing.
+    def show(self, text: str, when: str = "") -> None:
+        """Print a line stamped with the time now, or ``when``, without garbling what the user is typing.
 
         The lines of a ``text`` that has several are indented under the
         first, so that the time stamp stands alone at the left.
         """
-        stamp = "[%s] " % time.strftime("%H:%M")
+        stamp = "[%s] " % (when or time.strftime("%H:%M"))
         stamped = stamp + text.replace("\n", "\n" + " " * len(stamp)) + "\n"
         # Output may be gone (a closed pipe, as in `mechat chat | head`): then there is no one to tell.
         with self._drawn, contextlib.suppress(OSError, ValueError):
@@ -312,13 +443,21 @@ class Screen:
         count = int(notice.argument)
         self.info("Sent to %s." % people(count) if count else "Sent to nobody: no one else is online.")
 
+    def kept_message(self, notice: NoticeLine, place: Place) -> None:
+        """Show a message kept while we were away (spec §5.14).
+
+        It reads ``[yesterday 10:02] alice (while you were away): TEXT``.
+        """
+        stored_time, _, text = notice.text.partition(" ")
+        self.message(notice.argument, text, kept=when_kept(stored_time, self.now(), self.zone))
+
     def room_line(self, notice: NoticeLine, place: Place) -> None:
         """Show a line said in a room: ``#lab-3 alice: TEXT`` (spec §7.6)."""
         room, nickname = member_of(notice)
         self.message(nickname, notice.text, room=room)
 
     def listing(self, notice: NoticeLine, place: Place) -> None:
-        """Show a list (/who, /rooms, /members): how many, then the names in columns that fit (spec §6.1)."""
+        """Show a list (/who, /rooms, /members, /users): how many, then the names in columns (spec §6.1)."""
         names = notice.text.split()
         if notice.name is Notice.ROOMS:
             names = ["#" + room for room in names]
@@ -335,6 +474,8 @@ class Screen:
         Notice.ONLINE: listing,
         Notice.ROOMS: listing,
         Notice.MEMBERS: listing,
+        Notice.ACCOUNTS: listing,
+        Notice.STORED_FROM: kept_message,
     }
 
 

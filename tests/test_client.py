@@ -40,9 +40,9 @@ class RecordingScreen(Screen):
         super().__init__(io.StringIO(), color=False, interactive=False)
         self.shown: queue.Queue[str] = queue.Queue()
 
-    def show(self, text: str) -> None:
-        """Record instead of printing."""
-        self.shown.put(text)
+    def show(self, text: str, when: str = "") -> None:
+        """Record instead of printing; a line stamped with a time other than now keeps its stamp."""
+        self.shown.put("[%s] %s" % (when, text) if when else text)
 
     def expect(self, *fragments: str) -> None:
         """Fail unless the next lines shown contain these fragments, in order.
@@ -174,7 +174,7 @@ def test_client_asks_again_after_an_invalid_nickname(server: ChatServer) -> None
     """§3: after #invalid_nickname the next typed line is sent as the nickname."""
     alice = session(server.port)
     alice.keyboard.type("bad nick", "/nickname x", "alice")
-    alice.screen.expect("That nickname is not allowed", "only command is /quit", "Waiting for a partner")
+    alice.screen.expect("That nickname is not allowed", "other command is /quit", "Waiting for a partner")
     bob = bob_meets(server.port, alice)
     alice.keyboard.type("/quit")
     bob.expect("#user_quit")
@@ -260,11 +260,11 @@ def test_the_client_ends_only_once_its_reader_has_shown_the_last_notice() -> Non
     order: List[str] = []
 
     class HeldScreen(RecordingScreen):
-        def show(self, text: str) -> None:
+        def show(self, text: str, when: str = "") -> None:
             if "shutting down" in text:
                 assert WatchedClient.either.wait(TIMEOUT), "run() neither returned nor waited for the reader"
                 order.append("shown")
-            super().show(text)
+            super().show(text, when)
 
     ours, theirs = socket.socketpair()
     theirs.settimeout(TIMEOUT)
@@ -400,6 +400,10 @@ def test_help_is_answered_locally_and_lists_every_command(server: ChatServer) ->
         "/join ROOM",
         "/members",
         "/leave",
+        "/users [PATTERN]",
+        "/delete",
+        "/login NICK",
+        "/register NICK",
         "/help",
         "/quit",
     ):

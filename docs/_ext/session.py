@@ -29,9 +29,9 @@ class RecordingScreen(Screen):
         self.lines: List[str] = []
         self.shown: queue.Queue[str] = queue.Queue()
 
-    def show(self, text: str) -> None:
-        """Keep a timestamped line, as the terminal would print it."""
-        line = "[%s] %s" % (time.strftime("%H:%M"), text)
+    def show(self, text: str, when: str = "") -> None:
+        """Keep a line stamped with the time now, or ``when``, as the terminal would print it."""
+        line = "[%s] %s" % (when or time.strftime("%H:%M"), text)
         self.lines.append(line)
         self.shown.put(line)
 
