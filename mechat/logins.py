@@ -23,7 +23,7 @@ address a bucket of them that only this handler's thread waits on.
 
 A message leaves the store only once the server knows the client has it
 (§7.7): the kernel says the client's TCP acknowledged every octet
-(:meth:`~mechat.connection.Connection.has_taken_everything`, asked at each
+(:meth:`~mechat.connection.Connection.has_received`, asked at each
 flush point and when the session ends), or the client sent /quit after it.
 """
 
