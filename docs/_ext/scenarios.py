@@ -7,10 +7,12 @@ checked as they arrive (see ``wire.py``), and what it recorded becomes a
 sequence diagram.  The spec sections each one shows are in its docstring.
 """
 
+import re
 from typing import Callable, Dict, List, Tuple
 
-from wire import Party, Transcript, running_server, wait_until_all_left
+from wire import Party, ScenarioError, Transcript, running_server, wait_until_all_left
 
+from mechat.protocol import stored_time
 from mechat.server import ChatServer
 from tests.peers import Peer
 
@@ -318,6 +320,87 @@ def room_limits(t: Transcript, server: ChatServer) -> None:
     carol.expect("#matched_to_dave")
 
 
+# -- Protocol 2: accounts (§5.13-§5.16, §7.7, §9.11); drawn by the pages in accounts/ --------
+
+#: The password of the accounts in these scenarios: 8 to 64 visible ASCII characters (§3.3).
+PASSWORD = "s3cret-pw"
+
+#: What a diagram shows for the TIME of a ``#stored_from_`` line, which is different at every run.
+TIME = "TIME"
+
+
+def registering_and_logging_in(t: Transcript, server: ChatServer) -> None:
+    """§5.13, §5.14, §5.2, §3.1: an account keeps its name while away; one reply hides why a login failed."""
+    laptop = Party(t, "laptop", server.port)  # alice's laptop, and later her phone
+    laptop.send("/register alice secret")
+    laptop.expect("#invalid_password")
+    laptop.send("/register alice %s" % PASSWORD)
+    laptop.expect("#registered_alice")
+    laptop.expect("#wait")
+    laptop.send("/nickname ally")
+    laptop.expect("#nickname_locked")
+    laptop.send("/quit")
+    laptop.expect_closed()
+    mallory = Party(t, "mallory", server.port)
+    mallory.send("Alice")
+    mallory.expect("#nickname_taken")  # the account's name, even while it is away
+    mallory.send("/login alice password1")
+    mallory.expect("#login_failed")  # a wrong password
+    mallory.send("/login carol %s" % PASSWORD)
+    mallory.expect("#login_failed")  # no such account
+    mallory.send("/login alice pw")
+    mallory.expect("#login_failed")  # no password at all
+    phone = Party(t, "phone", server.port)
+    phone.send("/login ALICE %s" % PASSWORD)
+    phone.expect("#logged_in_alice")
+    phone.expect("#wait")
+
+
+def session_replaced(t: Transcript, server: ChatServer) -> None:
+    """§5.14, §8: a login to an account that is connected ends the older session, as a quit would."""
+    laptop = Party(t, "laptop", server.port)  # alice's laptop, and then her phone
+    laptop.send("/register alice %s" % PASSWORD)
+    laptop.expect("#registered_alice")
+    laptop.expect("#wait")
+    bob = Party(t, "bob", server.port)
+    bob.send("bob")
+    bob.expect("#matched_to_alice")
+    laptop.expect("#matched_to_bob")
+    phone = Party(t, "phone", server.port)
+    phone.send("/login alice %s" % PASSWORD)
+    laptop.expect("#session_replaced")
+    laptop.expect_closed()
+    bob.expect("#user_quit")
+    bob.expect_closed()
+    phone.expect("#logged_in_alice")
+    phone.expect("#wait")
+
+
+def stored_while_away(t: Transcript, server: ChatServer) -> None:
+    """§5.5, §5.14, §7.7: a /msg to an account that is away is kept, sent at its next login, then deleted."""
+    laptop = Party(t, "laptop", server.port)  # alice's laptop, and later her phone
+    laptop.send("/register alice %s" % PASSWORD)
+    laptop.expect("#registered_alice")
+    laptop.expect("#wait")
+    laptop.send("/quit")
+    laptop.expect_closed()
+    bob = waiting(t, server, "bob")
+    bob.send("/msg Alice are you there?")
+    bob.expect("#stored_for_alice")
+    bob.send("/quit")
+    bob.expect_closed()
+    phone = Party(t, "phone", server.port)
+    phone.send("/login alice %s" % PASSWORD)
+    phone.expect("#logged_in_alice")
+    expect_stored_from(phone, "bob", "are you there?")
+    phone.expect("#wait")
+    phone.send("/quit")
+    phone.expect_closed()
+    if server.store.stored_messages("alice"):  # the server closes only after it has deleted them
+        raise ScenarioError("alice quit after her stored message, and the store still holds it")
+    t.note("alice had it: deleted from the store")
+
+
 def waiting(t: Transcript, server: ChatServer, nickname: str) -> Party:
     """Connect a client that names itself ``nickname`` and see it wait (§7.1); its label is its name."""
     party = Party(t, nickname, server.port)
@@ -360,6 +443,17 @@ def room_of(t: Transcript, server: ChatServer, room: str, *nicknames: str) -> Li
     return members
 
 
+def expect_stored_from(party: Party, sender: str, text: str) -> None:
+    """See a stored message arrive (§5.14); record its TIME as ``TIME``, the same at every run."""
+    line = party.read_line().decode("utf-8")
+    pattern = "#stored_from_%s (%s) %s" % (re.escape(sender), stored_time, re.escape(text))
+    match = re.fullmatch(pattern, line)
+    if match is None:
+        raise ScenarioError("%s expected %r stored by %s, and got %r" % (party.name, text, sender, line))
+    steps = party.transcript.steps  # the line just read is the last step
+    steps[-1] = steps[-1]._replace(text=line[: match.start(1)] + TIME + line[match.end(1) :])
+
+
 #: Every scenario the docs draw, by the name of its diagram file.
 SCENARIOS: Dict[str, Script] = {
     "matched-after-a-wait": matched_after_a_wait,
@@ -379,6 +473,9 @@ SCENARIOS: Dict[str, Script] = {
     "member-resets": member_resets,
     "leaving-a-room": leaving_a_room,
     "room-limits": room_limits,
+    "registering-and-logging-in": registering_and_logging_in,
+    "session-replaced": session_replaced,
+    "stored-while-away": stored_while_away,
 }
 
 #: The server limits a scenario runs with, where the defaults would not do.
