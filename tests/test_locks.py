@@ -2,13 +2,15 @@
 
 Every handler thread takes the Matchmaker's one lock, many times a second,
 so whatever runs under it runs while all of them wait.  The rule is that no
-socket call does: the lock guards memory only.  The tests here make the
-lock know which thread holds it, wrap every socket operation the server can
-make, and run every scenario of the state table (tests/test_transitions.py)
-through a live server.  Any socket call from a thread that holds the lock
-fails the test.  Protocol 2 extends the list to disk I/O and hashing.
+socket call, no database call and no password hash does: the lock guards
+memory only.  The tests here make the lock know which thread holds it, wrap
+every socket operation the server can make, every method of the accounts'
+store and ``hashlib.scrypt``, and run every scenario of the state table
+(tests/test_transitions.py) through a live server.  Any such call from a
+thread that holds the lock fails the test.
 """
 
+import hashlib
 import select
 import socket
 import threading
@@ -17,6 +19,7 @@ from typing import Any, Callable, Iterator, List
 import pytest
 
 import mechat.connection
+from mechat.accounts import AccountStore
 from mechat.matchmaker import Chatter, Matchmaker
 from mechat.protocol import Event, Phase
 from tests.conftest import Cell, StartServer
@@ -24,6 +27,18 @@ from tests.test_transitions import SCENARIOS
 
 #: The socket operations the server makes, wrapped by the tests below.
 SOCKET_METHODS = ["send", "sendall", "recv", "recv_into", "shutdown", "close", "setsockopt", "getsockopt"]
+
+#: The methods of the store, each a database call (and two of them a hash).
+STORE_METHODS = [
+    "register",
+    "account_name",
+    "check_password",
+    "delete",
+    "names",
+    "store",
+    "stored_messages",
+    "forget",
+]
 
 
 class OwnedLock:
@@ -97,6 +112,9 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[LockWatch]:
     for name in ("poll", "select"):
         if hasattr(select, name):
             monkeypatch.setattr(select, name, watch.wrap("select." + name, getattr(select, name)))
+    for name in STORE_METHODS:
+        monkeypatch.setattr(AccountStore, name, watch.wrap("store." + name, getattr(AccountStore, name)))
+    monkeypatch.setattr(hashlib, "scrypt", watch.wrap("hashlib.scrypt", hashlib.scrypt))
     if hasattr(mechat.connection, "fcntl") and mechat.connection.fcntl is not None:
         monkeypatch.setattr(
             mechat.connection.fcntl, "ioctl", watch.wrap("ioctl", mechat.connection.fcntl.ioctl)
@@ -108,7 +126,7 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[LockWatch]:
 def test_no_socket_call_runs_under_the_matchmakers_lock(
     cell: Cell, start_server: StartServer, watch: LockWatch
 ) -> None:
-    """Rule 7: in every cell of §7.5, the server calls no socket while the Matchmaker's lock is held."""
+    """Rule 7: in every cell of §7.5, no socket, store or hash call runs under the Matchmaker's lock."""
     SCENARIOS[cell](start_server)
     assert watch.locks, "the scenario made no Matchmaker"
     assert watch.calls_under_lock == []
@@ -148,3 +166,11 @@ def test_the_watch_sees_a_socket_call_under_the_lock(watch: LockWatch) -> None:
             first.send(b"x")
         second.recv(1)
     assert watch.calls_under_lock == ["send"]
+
+
+def test_the_watch_sees_a_store_call_and_a_hash_under_the_lock(watch: LockWatch) -> None:
+    """The check can fail for the store and for hashing too."""
+    mm = Matchmaker()
+    with AccountStore() as store, mm._changed:
+        store.register("alice", "password1")
+    assert watch.calls_under_lock == ["store.register", "store.account_name", "hashlib.scrypt"]
