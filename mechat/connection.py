@@ -2,7 +2,7 @@
 
 The :class:`~mechat.matchmaker.Matchmaker` decides what each client is owed
 and knows nothing of sockets.  A :class:`Connection` is the
-:class:`~mechat.matchmaker.Chatter` that also owns one: it writes out what
+:class:`~mechat.chatter.Chatter` that also owns one: it writes out what
 the Matchmaker queued for it, and it can be hung up from another thread and
 closed without losing its last line.  Every operating-system detail of the
 server lives here, so that :mod:`mechat.server` reads as the protocol.
@@ -76,8 +76,9 @@ import time
 from typing import Callable, Optional, Union
 
 from mechat import protocol
+from mechat.chatter import Chatter
 from mechat.drain import Drainer
-from mechat.matchmaker import Chatter, Matchmaker
+from mechat.matchmaker import Matchmaker
 from mechat.tls import TLSChannel
 
 log = logging.getLogger(__name__)

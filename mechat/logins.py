@@ -33,8 +33,9 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 from mechat.accounts import Stored, StoredMessage
+from mechat.chatter import Step
 from mechat.connection import Connection
-from mechat.matchmaker import Matchmaker, Step
+from mechat.matchmaker import Matchmaker
 from mechat.protocol import Event, Notice, Parsed, Phase, notice
 from mechat.throttle import LoginTries, address_key
 

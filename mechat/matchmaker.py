@@ -12,12 +12,12 @@ comes here, and each one moves a phase by the state table alone:
 :func:`mechat.protocol.next_phase`, which raises for an event the table has
 no cell for.  A closed session takes no more events (§7.4): ``_move``
 refuses them, and the method that was asked reports the session over.
-Each public method returns a :class:`Step`, the one shape in which the
+Each public method returns a :class:`~mechat.chatter.Step`, the one shape in which the
 handler hears what its event did.
 
 Handlers never write to each other's sockets without asking the Matchmaker
 first.  Every line that some connection is owed, whether a notice or a
-partner's message, is appended to that connection's :attr:`Chatter.outbox`
+partner's message, is appended to that connection's :attr:`~mechat.chatter.Chatter.outbox`
 *under the lock*.  The order of the appends is therefore the order in which
 the Matchmaker decided things, and the server writes each outbox in that
 order.  That is what makes these races impossible:
@@ -41,19 +41,19 @@ concern, the lock is not.  A client is in one place at a time, the queue,
 a pair or one room, and :meth:`Matchmaker.join_room` moves it from any of
 them in one step.
 
-Accounts are part of it in the same way (§5.13-§5.16, §7.7).  The store
-itself, SQLite, is never called here: a database call or a password hash
-under this lock would stall every client (rule 7 of protocol 2).  So the
-handler (:mod:`mechat.logins`) calls the store between two steps of this
-class: the name of a /register is reserved under the lock before the hash
-and the insert, and a /login claims its name under the lock, reads the
-mailbox outside it, and is owed the mailbox under it, with the lines sent
-to it meanwhile parked until then.  The names of all accounts are mirrored
-in :attr:`Matchmaker.accounts`, so that a guest's nickname is checked
-against them in the same step that takes it.
+Accounts are part of it in the same way (§5.13-§5.16, §7.7), and their
+steps are in :mod:`mechat.account_steps`, a mix-in of this class under
+this same lock.  The store itself, SQLite, is never called under it: the
+handler (:mod:`mechat.logins`) calls the store between two of those
+steps.  The names of all accounts are mirrored in
+:attr:`~mechat.account_steps.AccountSteps.accounts`, so that a guest's
+nickname is checked against them in the same step that takes it.  What
+one connection is, to the Matchmaker, and what a step did, are plain
+data in :mod:`mechat.chatter`.
 
-Locks.  The Matchmaker's lock is one of three kinds in the server; the
-other two belong to each connection (:mod:`mechat.connection` says why).
+Locks.  The Matchmaker's lock is one of several kinds in the server
+(docs/architecture.rst has the table); the others that handlers meet
+belong to each connection (:mod:`mechat.connection` says why).
 The order is fixed: a connection's send lock may be held while this lock is
 taken (to empty its outbox), never the other way round, and this lock is
 never held with a connection's life lock.  So while the lock is held no
@@ -70,8 +70,10 @@ thread does the whole match, so neither handler ever blocks here.
 
 import threading
 from collections import deque
-from typing import Any, Callable, Deque, Iterable, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Deque, List, Optional, Set, Tuple
 
+from mechat.account_steps import AccountSteps
+from mechat.chatter import SESSION_OVER, Chatter, Step
 from mechat.names import Names, matching
 from mechat.protocol import (
     ANSWERS,
@@ -86,85 +88,11 @@ from mechat.protocol import (
 )
 from mechat.rooms import Room, Rooms
 
-
-class Chatter:
-    """One connection as the Matchmaker sees it.
-
-    The fields below change only under the Matchmaker's lock.  The server
-    subclasses this to add the socket; the Matchmaker never uses it.
-    """
-
-    def __init__(self, address: str = "") -> None:
-        self.address = address
-        self.nickname = ""
-        self.phase = Phase.NICKNAME
-        self.partner: Optional[Chatter] = None
-        self.room: Optional[Room] = None
-        #: Lines owed to this connection, oldest first, LF included.
-        self.outbox: Deque[bytes] = deque()
-        #: Octets in the outbox, so that a handler knows when to write it out early.
-        self.owed = 0
-        #: Octets written to the outbox but not yet taken by the socket: the
-        #: server's connection keeps it (its send queue, §9.6), under its own
-        #: lock; others read it without one, as a hint.
-        self.queued = 0
-        #: The account this session is logged in to, as registered; "" for a guest.
-        self.account = ""
-        #: While a login reads its mailbox (§7.7), the live lines sent to it
-        #: wait here, and the stored ones that came in meanwhile in ``late``,
-        #: so that every stored message comes before them; None otherwise.
-        self.parked: Optional[List[bytes]] = None
-        self.late: List[Tuple[int, bytes]] = []
-        #: The id of the newest stored message owed to this session, and
-        #: where its line ends in all this session has been owed, in octets (§7.7).
-        self.stored_up_to = 0
-        self.stored_mark = 0
-        #: Octets taken from the outbox so far, for the writer.
-        self.taken = 0
-
-    def owe(self, line: bytes) -> None:
-        """Append a line to the outbox; the Matchmaker calls this with its lock held."""
-        self.outbox.append(line)
-        self.owed += len(line)
-
-    def owe_all(self, lines: List[bytes], octets: int) -> None:
-        """Append lines of ``octets`` octets in all to the outbox, as owe() does one."""
-        self.outbox.extend(lines)
-        self.owed += octets
-
-    def hung_up(self) -> bool:
-        """Tell whether the client has already closed or reset; the server knows how."""
-        return False
-
-    def __repr__(self) -> str:
-        return "<%s %s %r %s>" % (type(self).__name__, self.address, self.nickname, self.phase.name)
-
-
-class Step(NamedTuple):
-    """What one event did, as the Matchmaker tells the thread that brought it.
-
-    ``phase`` is the phase of the chatter the event happened to, afterwards.
-    ``filled`` are the chatters whose outboxes it added to: the caller writes
-    them out at its next flush point.  ``ended`` are the other sessions it
-    closed: the caller wakes their handlers, which may be idle in recv() (§8).
-    """
-
-    phase: Phase
-    filled: Tuple[Chatter, ...] = ()
-    ended: Tuple[Chatter, ...] = ()
-    #: The account, as registered, that a /msg is to be stored for (§5.5): the
-    #: caller stores it outside the lock, then calls :meth:`Matchmaker.stored`.
-    store_for: str = ""
-
-
 #: The event of every relayed batch, as a plain name (see protocol.CLOSED for why).
 MESSAGE = Event.MESSAGE
 
-#: The Step of an event that came after its session was closed (§7.4).
-SESSION_OVER = Step(Phase.CLOSED)
 
-
-class Matchmaker:
+class Matchmaker(AccountSteps):
     """Pairs chatters first come, first served, and keeps what each is owed."""
 
     def __init__(self, max_clients: int = DEFAULT_MAX_CLIENTS, rooms: Optional[Rooms] = None) -> None:
@@ -374,134 +302,6 @@ class Matchmaker:
             sender.owe(notice(Notice.BROADCAST, str(len(recipients))))
             return Step(sender.phase, (*filled, sender))
 
-    # -- Accounts (§5.13-§5.16, §7.7) -------------------------------------------
-    #
-    # The store is called by the handler, outside this lock (rule 7 of
-    # protocol 2): each method below is one step before or after a call to
-    # it, and a name is reserved, or a login's live lines parked, in between.
-
-    def know_accounts(self, names: Iterable[str]) -> None:
-        """Learn the names of the accounts in the store, as the server starts."""
-        with self._changed:
-            for name in names:
-                self.accounts.add(name, True)
-
-    def reserve(self, chatter: Chatter, name: str) -> Optional[Step]:
-        """Hold ``name`` while the store makes its account, or return the step refusing it (§5.13)."""
-        with self._changed:
-            if self._taken(name, chatter):
-                return self._answer(chatter, Event.NICKNAME_TAKEN)
-            self._reserved.add(name, chatter)
-            return None
-
-    def unreserve(self, chatter: Chatter, name: str) -> None:
-        """Free a name held by :meth:`reserve` whose account the store did not make."""
-        with self._changed:
-            self._reserved.discard(name, chatter)
-
-    def register(self, chatter: Chatter, name: str) -> Step:
-        """Log ``chatter`` in to the account just made, and queue it up as a nickname would (§5.13)."""
-
-        def log_in_and_queue(waiter: Optional[Chatter]) -> Step:
-            self._reserved.discard(name, chatter)
-            self.accounts.add(name, True)
-            if not self._move(chatter, Event.REGISTER):
-                return SESSION_OVER
-            chatter.owe(notice(Notice.REGISTERED, name))
-            self._log_in(chatter, name)
-            return self._queue_up(chatter, waiter)
-
-        return self._with_live_waiter(log_in_and_queue)
-
-    def claim(self, chatter: Chatter, name: str) -> Step:
-        """Log ``chatter`` in to ``name`` and end the account's older session, if any (§5.14).
-
-        ``chatter`` keeps its phase while its handler reads the mailbox:
-        lines sent to it meanwhile are parked, and the mailbox is then
-        delivered before them by :meth:`deliver_mailbox`.
-        """
-        with self._changed:
-            if chatter.phase is CLOSED:
-                return SESSION_OVER
-            older = self._named.holder(name)
-            replaced = self._replace(older) if older is not None else Step(CLOSED)
-            self._log_in(chatter, name)
-            chatter.parked = []
-            chatter.owe(notice(Notice.LOGGED_IN, name))
-            return Step(chatter.phase, (chatter, *replaced.filled), replaced.ended)
-
-    def deliver_mailbox(self, chatter: Chatter, stored: List[Tuple[int, bytes]]) -> Step:
-        """Owe the mailbox read at login, oldest first; queue up; then owe the parked lines (§5.14, §7.7).
-
-        ``stored`` is ``(id, line)`` for each message read.  Messages
-        stored while it was read are in ``chatter.late``; the store gives
-        ids in the order it stores, so sorting by id puts all of them in
-        that order, and a message in both is owed once.
-        """
-
-        def deliver_and_queue(waiter: Optional[Chatter]) -> Step:
-            if chatter.phase is CLOSED:  # replaced or shut down meanwhile: the store keeps its mail
-                return SESSION_OVER
-            mail = dict(stored)
-            mail.update(chatter.late)
-            for message_id in sorted(mail):
-                chatter.owe(mail[message_id])
-            chatter.stored_up_to = max(mail, default=0)
-            chatter.stored_mark = chatter.taken + chatter.owed
-            parked, chatter.parked, chatter.late = chatter.parked or [], None, []
-            self._move(chatter, Event.LOGIN)
-            step = self._queue_up(chatter, waiter)
-            for line in parked:
-                chatter.owe(line)
-            return step
-
-        return self._with_live_waiter(deliver_and_queue)
-
-    def stored(self, sender: Chatter, name: str, message_id: int, line: bytes) -> Step:
-        """Owe the sender ``#stored_for_`` once the message is on disk (§5.5), and hand it to a new login.
-
-        A session of ``name`` that logged in while the message was being
-        stored may have read its mailbox before the message was in it: it is
-        owed the message now, unless its mailbox already had it (§7.7).
-        """
-        with self._changed:
-            filled = []
-            if sender.phase is not CLOSED:
-                sender.owe(notice(Notice.STORED_FOR, name))
-                filled.append(sender)
-            session = self._named.holder(name)
-            if session is not None and session.account:
-                if session.parked is not None:
-                    session.late.append((message_id, line))
-                elif message_id > session.stored_up_to:
-                    session.owe(line)
-                    session.stored_up_to = message_id
-                    session.stored_mark = session.taken + session.owed
-                    filled.append(session)
-            return Step(sender.phase, tuple(filled))
-
-    def not_stored(self, sender: Chatter, name: str, why: Notice) -> Step:
-        """Owe the sender why a message was not kept for ``name``: a full mailbox, or no account (§5.5)."""
-        with self._changed:
-            if sender.phase is CLOSED:
-                return SESSION_OVER
-            sender.owe(notice(why, name))
-            return Step(sender.phase, (sender,))
-
-    def users(self, chatter: Chatter, pattern: str) -> Step:
-        """Owe ``chatter`` the accounts whose name matches ``pattern`` (§5.15, §6.1), as :meth:`who` lists."""
-        return self._list(chatter, Event.USERS, self.accounts, pattern)
-
-    def deleted(self, chatter: Chatter) -> Step:
-        """Forget the account the store has just deleted; its session goes on as a guest (§5.16)."""
-        with self._changed:
-            self.accounts.discard(chatter.account, True)
-            chatter.account = ""
-            if not self._move(chatter, Event.DELETE):
-                return SESSION_OVER
-            chatter.owe(notice(Notice.ACCOUNT_DELETED))
-            return Step(chatter.phase, (chatter,))
-
     # -- Rooms (§5.8-§5.12, §7.6) -------------------------------------------
 
     def create_room(self, chatter: Chatter, name: str) -> Step:
@@ -596,11 +396,6 @@ class Matchmaker:
             chatter.taken += len(lines)
             return lines
 
-    def stored_owed(self, chatter: Chatter) -> Tuple[int, int]:
-        """Return ``chatter``'s newest stored message owed, and where its line ends (§7.7)."""
-        with self._changed:
-            return chatter.stored_up_to, chatter.stored_mark
-
     def phase_of(self, chatter: Chatter) -> Phase:
         """Return the phase of ``chatter`` as of now."""
         with self._changed:
@@ -662,28 +457,6 @@ class Matchmaker:
             or self.accounts.holder(name) is not None
             or self._reserved.holder(name) is not None
         )
-
-    def _log_in(self, chatter: Chatter, name: str) -> None:
-        """Name ``chatter`` after the account ``name`` and log it in; call with the lock held."""
-        self._name(chatter, name)
-        chatter.account = name
-
-    def _replace(self, older: Chatter) -> Step:
-        """End an account's older session for a newer login (§5.14); call with the lock held.
-
-        It is owed ``#session_replaced``; its partner ``#user_quit``, or its
-        room its ``#exited_``, as when a client hangs up.
-        """
-        partner = older.partner
-        if partner is not None:
-            self._unpair(older, partner)
-        members = self._exit(older)
-        self._withdraw(older)
-        older.owe(notice(Notice.SESSION_REPLACED))
-        self._move(older, Event.SESSION_REPLACED)
-        if partner is not None:
-            return Step(CLOSED, (older, partner), (older, partner))
-        return Step(CLOSED, (older, *members), (older,))
 
     def _deliver(self, recipient: Chatter, line: bytes) -> Tuple[Chatter, ...]:
         """Owe ``recipient`` a line, or park it while its login reads the mailbox; return whom to write."""

@@ -19,7 +19,7 @@ from mechat.names import Names
 from mechat.protocol import DEFAULT_MAX_MEMBERS, DEFAULT_MAX_ROOMS, SP, Notice, notice
 
 if TYPE_CHECKING:  # only for the annotations: matchmaker imports this module
-    from mechat.matchmaker import Chatter
+    from mechat.chatter import Chatter
 
 
 class Room:

@@ -56,11 +56,12 @@ from typing import Callable, ClassVar, Dict, Iterator, List, Optional, Set, Tupl
 
 from mechat import protocol, tls
 from mechat.accounts import MEMORY, AccountStore
+from mechat.chatter import Chatter, Step
 from mechat.connection import CAUGHT_UP, POLLIN, Connection, poll_for, send_within
 from mechat.drain import Drainer
 from mechat.flood import TokenBucket
 from mechat.logins import AccountCommands
-from mechat.matchmaker import Chatter, Matchmaker, Step
+from mechat.matchmaker import Matchmaker
 from mechat.protocol import CLOSED, IN_ROOM, NICKNAME, Event, Line, Parsed, Phase, ProtocolError, parse_line
 from mechat.rooms import Rooms
 from mechat.throttle import AddressThrottle
@@ -139,7 +140,7 @@ class ChatHandler(AccountCommands, socketserver.BaseRequestHandler):
     * :meth:`act_on` batches messages, and for any other event first passes
       the batch on (so lines keep their order, §7.3), then looks the event
       up in :attr:`commands`.  A command returns the Matchmaker's
-      :class:`~mechat.matchmaker.Step`, and nothing else.
+      :class:`~mechat.chatter.Step`, and nothing else.
     * At a flush point the handler writes every outbox the steps filled,
       wakes the sessions they ended, and asks the Matchmaker for its phase:
       another thread may have closed the session.  Once it is closed,

@@ -30,7 +30,8 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tu
 
 from mechat import protocol
 from mechat.accounts import MEMORY, AccountStore
-from mechat.matchmaker import SESSION_OVER, Chatter, Matchmaker, Step
+from mechat.chatter import SESSION_OVER, Chatter, Step
+from mechat.matchmaker import Matchmaker
 from mechat.names import matching
 from mechat.protocol import LF, SP, Event, Line, Notice, Phase
 from mechat.rooms import Room, Rooms

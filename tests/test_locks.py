@@ -20,7 +20,8 @@ import pytest
 
 import mechat.connection
 from mechat.accounts import AccountStore
-from mechat.matchmaker import Chatter, Matchmaker
+from mechat.chatter import Chatter
+from mechat.matchmaker import Matchmaker
 from mechat.protocol import Event, Phase
 from tests.conftest import Cell, StartServer
 from tests.test_transitions import SCENARIOS

@@ -9,7 +9,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from mechat.matchmaker import SESSION_OVER, Chatter, Matchmaker, Step
+from mechat.chatter import SESSION_OVER, Chatter, Step
+from mechat.matchmaker import Matchmaker
 from mechat.protocol import Event, NoTransition, Phase
 from tests.conftest import Cell
 

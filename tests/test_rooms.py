@@ -11,9 +11,10 @@ from typing import ClassVar, List
 import pytest
 
 import mechat.matchmaker
+from mechat.chatter import Chatter
 from mechat.connection import SendQueueFull
 from mechat.drain import SendTimeout
-from mechat.matchmaker import MEMBERS_TRIES, Chatter, Matchmaker
+from mechat.matchmaker import MEMBERS_TRIES, Matchmaker
 from mechat.protocol import MAX_ROOM_LINE_PREFIX_OCTETS, Notice, Phase, list_line, parse_notice
 from mechat.server import REPLIES_PER_WRITE, ChatHandler, connection_of
 from tests.conftest import StartServer

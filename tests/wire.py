@@ -46,7 +46,7 @@ import pytest
 
 import mechat.connection
 import mechat.server
-from mechat.matchmaker import Chatter
+from mechat.chatter import Chatter
 from mechat.protocol import LF, TOO_LONG, Event, Line, Parsed, Phase, ProtocolError, parse_line
 from tests.grammar import definitions, forget_parses, valid
 from tests.peers import Peer
