@@ -77,17 +77,23 @@ class AccountSteps:
 
         return self._with_live_waiter(log_in_and_queue)
 
-    def claim(self, chatter: Chatter, name: str) -> Step:
+    def claim(self, chatter: Chatter, name: str) -> Optional[Step]:
         """Log ``chatter`` in to ``name`` and end the account's older session, if any (§5.14).
 
         ``chatter`` keeps its phase while its handler reads the mailbox:
         lines sent to it meanwhile are parked, and the mailbox is then
-        delivered before them by :meth:`deliver_mailbox`.
+        delivered before them by :meth:`deliver_mailbox`.  Return None,
+        changing nothing, if the account is gone or not yet made: deleted,
+        or still being registered, since its password was checked.
         """
         with self._changed:
             if chatter.phase is CLOSED:
                 return SESSION_OVER
+            if self.accounts.holder(name) is None or self._reserved.holder(name) is not None:
+                return None
             older = self._named.holder(name)
+            if older is not None and not older.account:  # a guest cannot hold an account's name
+                return None
             replaced = self._replace(older) if older is not None else Step(CLOSED)
             self._log_in(chatter, name)
             chatter.parked = []
@@ -145,7 +151,11 @@ class AccountSteps:
             return Step(sender.phase, tuple(filled))
 
     def not_stored(self, sender: Chatter, name: str, why: Notice) -> Step:
-        """Owe the sender why a message was not kept for ``name``: a full mailbox, or no account (§5.5)."""
+        """Owe the sender why a message was not kept for ``name``: a full mailbox, or no account (§5.5).
+
+        ``name`` is spelled as the account was for a full mailbox, and as
+        the sender wrote it for an account that is gone.
+        """
         with self._changed:
             if sender.phase is CLOSED:
                 return SESSION_OVER
@@ -160,10 +170,29 @@ class AccountSteps:
         """
         return self._list(chatter, Event.USERS, self.accounts, pattern)
 
-    def deleted(self, chatter: Chatter) -> Step:
-        """Forget the account the store has just deleted; its session goes on as a guest (§5.16)."""
+    def deleting(self, chatter: Chatter) -> str:
+        """Take ``chatter``'s account off the list before the store deletes it; return its name or "" (§5.16).
+
+        From here on no login can claim it, so none can be told
+        ``#logged_in_`` for an account about to go.  "" means the session
+        was replaced or ended since its password was checked: it no
+        longer speaks for the account, and nothing is deleted.
+        """
         with self._changed:
-            self.accounts.discard(chatter.account, True)
+            name = chatter.account
+            if chatter.phase is CLOSED or not name:
+                return ""
+            self.accounts.discard(name, True)
+            return name
+
+    def not_deleted(self, name: str) -> None:
+        """Put an account back on the list: the store could not delete it."""
+        with self._changed:
+            self.accounts.add(name, True)
+
+    def deleted(self, chatter: Chatter) -> Step:
+        """Log ``chatter`` out of the account the store has just deleted; it goes on as a guest (§5.16)."""
+        with self._changed:
             chatter.account = ""
             if not self._move(chatter, Event.DELETE):
                 return SESSION_OVER

@@ -103,6 +103,8 @@ class AccountCommands:
         if name is None:  # a wrong password, or the account deleted since the check
             return self.failed()
         step = self.matchmaker.claim(self.conn, name)
+        if step is None:  # deleted, or not yet made, since the check
+            return self.failed()
         self.follow(step)
         if step.ended:
             log.info("%s logged in to %s; its older session is replaced", self.conn.address, name)
@@ -173,18 +175,21 @@ class AccountCommands:
             return self.matchmaker.refuse(self.conn, Event.NOT_LOGGED_IN)
         if not self.password_is(name, parsed.text.decode("ascii")):  # no deadline after the nickname
             return self.failed()
+        if not self.matchmaker.deleting(self.conn):  # replaced meanwhile: it speaks for nobody now
+            return self.matchmaker.refuse(self.conn, Event.NOT_LOGGED_IN)
         try:
             self.server.store.delete(name)
         except sqlite3.Error as error:
             log.error("%s: the store cannot delete %s: %s", self.conn.address, name, error)
+            self.matchmaker.not_deleted(name)
             return self.matchmaker.refuse(self.conn, Event.LOGIN_FAILED)  # not a guess: not counted
         log.info("%s deleted the account %s", self.conn.address, name)
         return self.matchmaker.deleted(self.conn)
 
     # -- A /msg to an account that is away (§5.5, §7.7) -----------------------
 
-    def store_for(self, name: str, text: bytes) -> Step:
-        """Keep a message for ``name``; ``#stored_for_`` is owed only once the store has committed it."""
+    def store_for(self, name: str, written: str, text: bytes) -> Step:
+        """Keep a message for ``name`` (``written`` by the sender); ``#stored_for_`` only after the commit."""
         try:
             result, message = self.server.store.store(name, self.conn.nickname, text, time.time())
         except sqlite3.Error as error:
@@ -192,8 +197,9 @@ class AccountCommands:
             result, message = Stored.MAILBOX_FULL, None
         if message is not None:
             return self.matchmaker.stored(self.conn, name, message.id, stored_line(message))
-        why = Notice.MAILBOX_FULL if result is Stored.MAILBOX_FULL else Notice.NO_SUCH_USER
-        return self.matchmaker.not_stored(self.conn, name, why)
+        if result is Stored.MAILBOX_FULL:
+            return self.matchmaker.not_stored(self.conn, name, Notice.MAILBOX_FULL)
+        return self.matchmaker.not_stored(self.conn, written, Notice.NO_SUCH_USER)  # deleted meanwhile
 
     # -- When the stored messages leave the store (§7.7) --------------------------
 

@@ -389,7 +389,7 @@ class ChatHandler(AccountCommands, socketserver.BaseRequestHandler):
     def direct(self, parsed: Parsed) -> Step:
         """Send a direct message to one named client, or keep it for an account that is away (§5.5)."""
         step = self.matchmaker.direct(self.conn, parsed.nickname, parsed.text)
-        return self.store_for(step.store_for, parsed.text) if step.store_for else step
+        return self.store_for(step.store_for, parsed.nickname, parsed.text) if step.store_for else step
 
     def broadcast(self, parsed: Parsed) -> Step:
         """Send a line to every other named client, at most at the /all rate (§5.6, §9.7)."""

@@ -161,9 +161,15 @@ def looks_like_tls(data: bytes) -> bool:
     return len(data) < 2 or data[1] == RECORD_MAJOR_VERSION
 
 
+#: The commands whose argument is a password, which no message may quote.
+SECRET_COMMANDS = (b"/register ", b"/login ", b"/delete ")
+
+
 def quote_first_line(data: bytes) -> str:
-    """Return the first line of ``data`` quoted for a message, cut to QUOTED_OCTETS."""
+    """Return the first line of ``data`` quoted for a message, cut to QUOTED_OCTETS; never a password."""
     line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    if line.startswith(SECRET_COMMANDS):
+        return repr(line.split(b" ", 1)[0].decode("ascii")) + " and the rest not shown"
     text = line[:QUOTED_OCTETS].decode("utf-8", "replace")
     return repr(text) + ("..." if len(line) > QUOTED_OCTETS else "")
 

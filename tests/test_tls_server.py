@@ -257,17 +257,46 @@ def test_a_full_tls_server_says_so_over_tls(start: StartServer, client_context: 
 # -- The wrong port ------------------------------------------------------------------------
 
 
-def test_a_plaintext_client_on_the_tls_port_is_closed_at_once_and_logged_in_one_line(
+def everything_until_closed(sock: socket.socket) -> bytes:
+    """Read what the server sends until it closes the connection (each recv() has the socket's timeout)."""
+    received = b""
+    while True:
+        data = sock.recv(1024)
+        if not data:
+            return received
+        received += data
+
+
+def test_a_plaintext_client_on_the_tls_port_is_told_tls_required_and_closed_at_once(
     start: StartServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A nickname where a ClientHello should be ends the connection at once, not at the nickname timeout."""
+    """§2.5: a nickname where a ClientHello should be gets the plaintext line #tls_required, then the close.
+
+    It comes at once, not at the nickname timeout, and the refusal is
+    logged in one line.
+    """
     caplog.set_level(logging.WARNING, logger="mechat")
     server = start(nickname_timeout=60.0)  # far past TIMEOUT: the close must come from the refusal
     with socket.create_connection((HOST, server.port), timeout=TIMEOUT) as sock:
         sock.sendall(b"alice\n")
-        assert sock.recv(1024) == b""
+        assert everything_until_closed(sock) == b"#tls_required\n"
     message = one_line_without_traceback(caplog, "not TLS")
     assert message.endswith("the client spoke plain text, not TLS: 'alice'"), message
+
+
+@pytest.mark.parametrize("line", ["/login alice Secret-Pass-1", "/register alice Secret-Pass-1"])
+def test_a_plaintext_login_on_the_tls_port_is_refused_without_logging_its_password(
+    start: StartServer, caplog: pytest.LogCaptureFixture, line: str
+) -> None:
+    """§2.5, §3.3: a plaintext /login or /register gets #tls_required; no log holds its password."""
+    caplog.set_level(logging.DEBUG, logger="mechat")
+    server = start(nickname_timeout=60.0)
+    with socket.create_connection((HOST, server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(line.encode("ascii") + b"\n")
+        assert everything_until_closed(sock) == b"#tls_required\n"
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("not TLS" in message for message in logged), logged
+    assert not [message for message in logged if "Secret-Pass-1" in message], logged
 
 
 def test_a_tls_client_on_a_plaintext_port_is_told_to_connect_without_tls(
