@@ -243,9 +243,11 @@ def test_dropped_client_is_read_no_further(start_server: StartServer) -> None:
     bob never reads and sends 30 MB of lines that are refused, far more than
     the socket buffers between him and the server hold.  His replies back
     up and he is dropped while megabytes of his lines are still buffered.
-    His handler must not parse one of them (it would burn the CPU that the
+    His handler must not go on parsing them (it would burn the CPU that the
     clients still connected need), and must close his socket while he is
-    still sending.
+    still sending.  The drop is made by another thread, so one line may
+    already be in the handler's hands: its refusal is the step that finds
+    the session over, and nothing after it is parsed.
     """
     LateReader.late.clear()
     LateReader.connections.clear()
@@ -262,7 +264,7 @@ def test_dropped_client_is_read_no_further(start_server: StartServer) -> None:
         alice.expect_closed()
         assert bobs.finished.wait(DROP_DEADLINE), "bob's handler never closed his socket"
     assert refused == [True], "bob sent all 30 MB: the server was still reading him"
-    assert LateReader.late == [], "parsed %d lines after bob was dropped" % len(LateReader.late)
+    assert len(LateReader.late) <= 1, "parsed %d lines after bob was dropped" % len(LateReader.late)
 
 
 #: A line refused in every phase: NUL is in neither a nickname nor a message (§3, §4).
