@@ -2,14 +2,17 @@
 
 import threading
 import traceback
+from pathlib import Path
 from typing import Any, Callable, Iterator, List, Tuple, Type
 
 import pytest
+import trustme
 
 from mechat import protocol
 from mechat.protocol import Event, Phase
 from mechat.server import ChatHandler, ChatServer, Limits
 from tests import wire
+from tests.certificates import Files, issue
 from tests.leaks import Baseline
 from tests.peers import Peer, pair
 
@@ -184,3 +187,15 @@ def cells_taken(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[Cell]]:
 
     monkeypatch.setattr("mechat.matchmaker.next_phase", recording)
     yield taken
+
+
+@pytest.fixture(scope="module")
+def authority() -> trustme.CA:
+    """A certificate authority for one test module's TLS tests."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def files(authority: trustme.CA, tmp_path: Path) -> Files:
+    """A certificate for 127.0.0.1 and localhost, its key and its authority, as files."""
+    return issue(authority, tmp_path)

@@ -91,6 +91,19 @@ def expect_stored(peer: Peer, sender: str, text: str) -> float:
     return float(calendar.timegm(time.strptime(found[2].decode("ascii"), "%Y-%m-%dT%H:%M:%SZ")))
 
 
+def with_two_stored(server: ChatServer) -> Peer:
+    """Log alice in, with two messages from carol stored while she was away, read up to her #wait."""
+    away(server, "alice")
+    carol, _ = pair(server.port, "carol", "dave")
+    store(carol, "alice", "first", "second")
+    alice = log_in(server, "alice")
+    alice.expect("#logged_in_alice")
+    expect_stored(alice, "carol", "first")
+    expect_stored(alice, "carol", "second")
+    alice.expect("#wait")
+    return alice
+
+
 def session_of(server: ChatServer, nickname: str) -> Connection:
     """Return the server's connection for the client named ``nickname``."""
     matchmaker = server.matchmaker
@@ -550,14 +563,7 @@ def test_stored_messages_are_forgotten_once_the_clients_tcp_acknowledged_them(
     login, after a session that ends with a reset, gets none of them again.
     """
     server = start_server()
-    away(server, "alice")
-    carol, _ = pair(server.port, "carol", "dave")
-    store(carol, "alice", "first", "second")
-    alice = log_in(server, "alice")
-    alice.expect("#logged_in_alice")
-    expect_stored(alice, "carol", "first")
-    expect_stored(alice, "carol", "second")
-    alice.expect("#wait")
+    alice = with_two_stored(server)
     assert len(server.store.stored_messages("alice")) == 2  # sent, and not yet known to have arrived
     alice.send("/users")
     alice.expect("#accounts_1 alice")
@@ -648,14 +654,7 @@ def test_where_tcp_cannot_say_only_a_quit_after_delivery_forgets(
     """
     monkeypatch.setattr(Connection, "has_received", lambda self, mark: False)
     server = start_server()
-    away(server, "alice")
-    carol, _ = pair(server.port, "carol", "dave")
-    store(carol, "alice", "first", "second")
-    alice = log_in(server, "alice")
-    alice.expect("#logged_in_alice")
-    expect_stored(alice, "carol", "first")
-    expect_stored(alice, "carol", "second")
-    alice.expect("#wait")
+    alice = with_two_stored(server)
     alice.send("/users")
     alice.expect("#accounts_1 alice")
     session = session_of(server, "alice")

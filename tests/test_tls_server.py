@@ -15,14 +15,14 @@ import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
-import trustme
 
 from mechat import client, protocol, tls
 from mechat.__main__ import main
 from mechat.server import ChatHandler, ChatServer, Limits
+from tests.certificates import Files
 from tests.conftest import SHUTDOWN_WAIT, CheckedServer
 from tests.peers import NICKNAME_ROOM, TIMEOUT
 
@@ -37,31 +37,6 @@ FLOOD_OCTETS = 100
 
 #: Seconds the whole flood may take; far above what it needs.
 FLOOD_SECONDS = 120.0
-
-
-class Files(NamedTuple):
-    """A certificate, its key and the authority that signed it, as files."""
-
-    cert: str
-    key: str
-    cafile: str
-
-
-@pytest.fixture(scope="module")
-def authority() -> trustme.CA:
-    """A certificate authority for this module's tests only."""
-    return trustme.CA()
-
-
-@pytest.fixture
-def files(authority: trustme.CA, tmp_path: Path) -> Files:
-    """Write a certificate for 127.0.0.1, its key and the authority to files."""
-    issued = authority.issue_cert(HOST, "localhost")
-    found = Files(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), str(tmp_path / "ca.pem"))
-    issued.cert_chain_pems[0].write_to_path(found.cert)
-    issued.private_key_pem.write_to_path(found.key)
-    authority.cert_pem.write_to_path(found.cafile)
-    return found
 
 
 @pytest.fixture

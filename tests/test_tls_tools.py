@@ -17,14 +17,14 @@ part of its ciphertext at a time.
 import socket
 import threading
 from pathlib import Path
-from typing import Any, Iterator, List, NamedTuple, Optional
+from typing import Any, Iterator, List, Optional
 
 import pytest
-import trustme
 
 from mechat import conform, load, tls
 from mechat.__main__ import main
 from mechat.server import ChatHandler, ChatServer, Limits
+from tests.certificates import Files
 from tests.conftest import SHUTDOWN_WAIT, CheckedServer
 
 #: The name the test certificate is for, and where the test servers listen.
@@ -39,31 +39,6 @@ LOAD_TIMEOUT = "60"
 #: Octets of send buffer the flood's sockets ask for: far less than a
 #: flood's window of ciphertext, so sends are cut short (Linux doubles it).
 SMALL_SEND_BUFFER = 4096
-
-
-class Files(NamedTuple):
-    """A certificate for HOST, its key, and the authority that signed it, as files."""
-
-    cert: str
-    key: str
-    cafile: str
-
-
-@pytest.fixture(scope="module")
-def authority() -> trustme.CA:
-    """A certificate authority for this module's tests only."""
-    return trustme.CA()
-
-
-@pytest.fixture
-def files(authority: trustme.CA, tmp_path: Path) -> Files:
-    """Write a certificate for 127.0.0.1, its key and the authority to files."""
-    issued = authority.issue_cert(HOST)
-    found = Files(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), str(tmp_path / "ca.pem"))
-    issued.cert_chain_pems[0].write_to_path(found.cert)
-    issued.private_key_pem.write_to_path(found.key)
-    authority.cert_pem.write_to_path(found.cafile)
-    return found
 
 
 def start_server(files: Optional[Files]) -> CheckedServer:
