@@ -12,6 +12,14 @@ hashing, which takes tens of milliseconds, runs outside the store's lock
 too, so two logins hash at once on two cores (``hashlib.scrypt`` releases
 the GIL).
 
+But no more hash at once than the process has CPUs to run them on (one,
+for ``mechat serve``, which pins itself to one): a semaphore, the store's
+second lock, lets the others wait without using the CPU.  Measured with
+``bench/logins.py``, pinned, pp100 beside logins at full cost: 64 hashing
+threads at once took relaying's p99 from 22 ms to 250 ms, since a relaying
+thread had to win the CPU from all of them; one at a time, 35 ms, and the
+logins went no slower (18.8 -> 20.7 a second alone).
+
 The schema.  Two tables::
 
     accounts                         messages
@@ -205,6 +213,13 @@ def default_path() -> str:
     return os.path.join(data_directory(os.environ, windows=os.name == "nt"), "mechat.db")
 
 
+def usable_cpus() -> int:
+    """Return how many CPUs this process may run on: its affinity where the OS has one (Linux)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def rfc3339(seconds: float) -> str:
     """Format a time.time() value as RFC 3339 UTC to the second: 2026-12-01T10:02:03Z."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
@@ -239,6 +254,8 @@ class AccountStore:
         # isolation_level=None: no transaction but the ones _transaction() begins.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()  # guards _db; never held with another lock
+        #: How many passwords may be hashed at once: one for each CPU we may run on.
+        self._hashing = threading.BoundedSemaphore(usable_cpus())
         #: What an unknown name is checked against, at the cost of a real
         #: one, so that a failed login takes as long whether the name exists.
         self._nobody = (secrets.token_bytes(SALT_OCTETS), secrets.token_bytes(scrypt.dklen))
@@ -302,7 +319,7 @@ class AccountStore:
         if self.account_name(name) is not None:
             return False  # spare the hash
         salt = secrets.token_bytes(SALT_OCTETS)
-        digest = self.scrypt.hash(password, salt)
+        digest = self._hash(self.scrypt, password, salt)
         try:
             with self._transaction() as db:
                 db.execute(
@@ -332,17 +349,22 @@ class AccountStore:
         else:
             salt, digest, n, r, p = row
             params = ScryptParams(n, r, p, len(digest))
-        matches = hmac.compare_digest(params.hash(password, salt), digest)
+        matches = hmac.compare_digest(self._hash(params, password, salt), digest)
         if row is None:
             return False
         if matches and params != self.scrypt:
             self._rehash(name, password, digest)
         return matches
 
+    def _hash(self, params: ScryptParams, password: str, salt: bytes) -> bytes:
+        """Hash ``password`` once a CPU is free for it; never with the store's lock held."""
+        with self._hashing:
+            return params.hash(password, salt)
+
     def _rehash(self, name: str, password: str, old_digest: bytes) -> None:
         """Hash a verified password again at today's cost, unless the row changed meanwhile."""
         salt = secrets.token_bytes(SALT_OCTETS)
-        digest = self.scrypt.hash(password, salt)
+        digest = self._hash(self.scrypt, password, salt)
         with self._transaction() as db:
             db.execute(
                 "UPDATE accounts SET salt = ?, hash = ?, scrypt_n = ?, scrypt_r = ?, scrypt_p = ?"

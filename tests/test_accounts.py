@@ -456,3 +456,25 @@ def test_every_committed_message_survives_kill_9(db_path: str) -> None:
         texts = [message.text for message in store.stored_messages("bob")]
     assert texts == [b"message %d" % number for number in range(len(texts))]
     assert len(texts) in (reported, reported + 1)  # one more: committed, then killed before it said so
+
+
+def test_no_more_passwords_are_hashed_at_once_than_there_are_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hash runs only with a CPU's turn taken: with one CPU, the turn is taken while it runs."""
+    monkeypatch.setattr(accounts, "usable_cpus", lambda: 1)
+    store = AccountStore(scrypt=CHEAP)
+    turns_free: List[bool] = []
+    real_hash = ScryptParams.hash
+
+    def hash_noting_turns(params: ScryptParams, password: str, salt: bytes) -> bytes:
+        taken = store._hashing.acquire(blocking=False)
+        if taken:
+            store._hashing.release()
+        turns_free.append(taken)
+        return real_hash(params, password, salt)
+
+    monkeypatch.setattr(ScryptParams, "hash", hash_noting_turns)
+    with store:
+        assert store.register("alice", "password1")
+        assert store.check_password("alice", "password1")
+        assert not store.check_password("nobody", "password1")
+    assert turns_free == [False, False, False]  # every hash ran holding the one turn
