@@ -408,6 +408,11 @@ def median_table(summary: Dict[Tuple[str, str, str], Dict[str, Any]], placement:
     return lines
 
 
+#: Where the sections that other scripts write into results.md begin; they
+#: run to the end of the file, and --summarize keeps them.
+OTHERS_BEGIN = "<!-- bench/logins.py:"
+
+
 def write_markdown(rows: List[Row], path: str) -> None:
     """Write the targets and medians tables for each placement, then the fan-out and A/B sections."""
     every_sitting = matrix_rows(rows)
@@ -433,8 +438,20 @@ def write_markdown(rows: List[Row], path: str) -> None:
         out += ["", "### Medians, every server", ""]
         out += median_table(summary, placement)
     out += fanout_section(fanout) + ab_sections(ab) + across_sittings(every_sitting, tags)
+    text = "\n".join(out) + "\n" + sections_of_others(path)
     with open(path, "w") as f:
-        f.write("\n".join(out) + "\n")
+        f.write(text)
+
+
+def sections_of_others(path: str) -> str:
+    """Return what another script wrote into ``path`` between its markers (bench/logins.py's), kept as is."""
+    try:
+        with open(path) as f:
+            old = f.read()
+    except FileNotFoundError:
+        return ""
+    start = old.find(OTHERS_BEGIN)
+    return "\n" + old[start:] if start >= 0 else ""
 
 
 def latest_sitting(rows: List[Row]) -> List[Row]:
