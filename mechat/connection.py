@@ -266,13 +266,7 @@ class Connection(Chatter):
         with self._send_lock, self._life_lock:
             if self._closed or self._unsent or self.taken < mark:
                 return False
-            try:
-                if reset_by_peer(self.sock):
-                    return False
-                answer = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-            except OSError:
-                return False
-            return bool(struct.unpack("i", answer)[0] == 0)
+            return in_flight(self.sock) == 0
 
     def is_behind(self) -> bool:
         """Tell whether this connection owes its client bytes that its socket has not taken."""
@@ -455,14 +449,23 @@ def unacknowledged(sock: socket.socket) -> int:
     the answer is 0, so a closing connection does not linger, and a client
     still sending as it is closed may lose its last notice to the reset.
     """
+    return in_flight(sock) or 0  # reset, or the OS won't say: nothing to wait for
+
+
+def in_flight(sock: socket.socket) -> Optional[int]:
+    """Return how many bytes written to ``sock`` its peer has not acknowledged; None if nobody can say.
+
+    None where the OS has no answer, and once the peer has reset: then
+    nothing more will reach it, and nothing unacknowledged ever will be.
+    """
     if not HAVE_TIOCOUTQ:
-        return 0
+        return None
     try:
         if reset_by_peer(sock):
-            return 0  # nothing more will reach it
+            return None
         answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
     except OSError:
-        return 0
+        return None
     return int(struct.unpack("i", answer)[0])
 
 

@@ -62,7 +62,7 @@ from mechat.conform.directory import (
     RATE_LIMITED,
     Listing,
     Names,
-    before_nickname,
+    add_before_nickname,
     direct,
     nick,
     stops_early,
@@ -1021,19 +1021,12 @@ def users_no_match(session: Session) -> Exchange:
     return users(guest, names, [])
 
 
-BEFORE_NICKNAME = [
-    ("users-before-nickname", b"/users"),
-    ("delete-before-nickname", b"/delete password1"),
-]
-add_all(
-    (
-        name,
-        "§7.1",
-        f"{show(line)} before a nickname gets #invalid_command, and a retry works",
-        partial(before_nickname, line),
-        Stage.WAIT,
-    )
-    for name, line in BEFORE_NICKNAME
+add_before_nickname(
+    FEATURE,
+    [
+        ("users-before-nickname", b"/users"),
+        ("delete-before-nickname", b"/delete password1"),
+    ],
 )
 
 

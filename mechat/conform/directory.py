@@ -654,12 +654,19 @@ def before_nickname(line: bytes, session: Session) -> Exchange:
     return exchange
 
 
-BEFORE_NICKNAME = [
-    ("who-before-nickname", b"/who"),
-    ("msg-before-nickname", b"/msg somebody hello"),
-    ("all-before-nickname", b"/all hello"),
-    ("next-before-nickname", b"/next"),
-]
-for _id, _line in BEFORE_NICKNAME:
-    _title = f"{show(_line)} before a nickname gets #invalid_command, and a retry works"
-    add(Check(_id, FEATURE, "§7.1", _title, functools.partial(before_nickname, _line), Stage.WAIT))
+def add_before_nickname(feature: str, lines: List[Tuple[str, bytes]]) -> None:
+    """Register, for ``feature``, a check that each (id, line) is refused before a nickname (§7.1)."""
+    for name, line in lines:
+        title = f"{show(line)} before a nickname gets #invalid_command, and a retry works"
+        add(Check(name, feature, "§7.1", title, functools.partial(before_nickname, line), Stage.WAIT))
+
+
+add_before_nickname(
+    FEATURE,
+    [
+        ("who-before-nickname", b"/who"),
+        ("msg-before-nickname", b"/msg somebody hello"),
+        ("all-before-nickname", b"/all hello"),
+        ("next-before-nickname", b"/next"),
+    ],
+)

@@ -53,7 +53,7 @@ from mechat.conform.directory import (
     LIST_SHOWN,
     Listing,
     Names,
-    before_nickname,
+    add_before_nickname,
     broadcast,
     direct,
     expect_recipients,
@@ -733,22 +733,15 @@ def room_all(session: Session) -> Exchange:
 
 # -- §7.1 Room commands before a nickname -------------------------------------------------------------
 
-BEFORE_NICKNAME = [
-    ("create-before-nickname", b"/create somewhere"),
-    ("rooms-before-nickname", b"/rooms"),
-    ("join-before-nickname", b"/join somewhere"),
-    ("members-before-nickname", b"/members"),
-    ("leave-before-nickname", b"/leave"),
-]
-add_all(
-    (
-        name,
-        "§7.1",
-        f"{show(line)} before a nickname gets #invalid_command, and a retry works",
-        partial(before_nickname, line),
-        Stage.WAIT,
-    )
-    for name, line in BEFORE_NICKNAME
+add_before_nickname(
+    FEATURE,
+    [
+        ("create-before-nickname", b"/create somewhere"),
+        ("rooms-before-nickname", b"/rooms"),
+        ("join-before-nickname", b"/join somewhere"),
+        ("members-before-nickname", b"/members"),
+        ("leave-before-nickname", b"/leave"),
+    ],
 )
 
 
